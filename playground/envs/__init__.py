@@ -1,0 +1,1 @@
+"""Tasks and the machinery they share (base env, wrappers, delays, randomisation)."""

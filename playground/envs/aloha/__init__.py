@@ -1,0 +1,1 @@
+"""ALOHA 2 tasks: AlohaS2RPick and AlohaS2RPegInsertion."""

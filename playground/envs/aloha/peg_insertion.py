@@ -1,0 +1,398 @@
+"""AlohaS2RPegInsertion: the left arm holds a socket, the right a peg; the policy inserts the peg.
+
+Phase 1 (pick) brings both objects up, phase 2 (the policy's job) inserts. `config.phase1` says
+how phase 1 happens:
+- `"lifted"` (default): each episode starts from a state where both arms already hold their
+  objects. The states come from a scripted grasp-and-lift on native MuJoCo with random object
+  placements (`lifted_states`), computed once when the env is built; no pick policy is needed.
+- `"policy"`: objects start on the table and a frozen AlohaS2RPick policy, read from
+  `config.pick_policy_path`, drives each arm (the right arm sees itself in its own base frame,
+  where it is the left arm's mirror) until both objects are lifted above `switch_height_m`. From
+  then on (`has_switched` = 1) the agent's action drives both arms. Before the switch the agent's
+  action is ignored and every reward term is zero.
+
+Action: 14 = [left arm 6, left gripper, right arm 6, right gripper], deltas on position targets
+as in AlohaS2RPick, delayed the same way. Reward terms (`config.reward` weights, each in
+`metrics`): approach (peg tip to socket entrance), alignment (peg axis opposite the socket axis),
+insertion (depth inside the socket while on its axis), hold (both objects grasped), drop (-1 when
+either falls), action_rate. `success`: peg tip deeper than `success_depth_m` inside the socket and
+within `axis_tol_m` of its axis. Terminations: a drop, a large tilt, an object off the table, or
+non-finite physics; the time limit is a truncation (training wrapper), never a termination.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from ml_collections import config_dict
+from mujoco import mjx
+
+from playground.envs import delays, randomize
+from playground.envs.aloha import arm as arm_lib
+from playground.envs.aloha import constants as c
+from playground.envs.aloha import scripted
+from playground.envs.base import MjxEnv, State
+
+PHASE1_MODES = ("lifted", "policy")
+# Where each arm grips its object, in the object's frame: at its centre of mass, so gravity
+# puts no torque on the grasp; the peg still sticks out 48 mm, more than the 30 mm to insert.
+SOCKET_GRIP_M = (0.0, 0.0, 0.0)
+PEG_GRIP_M = (0.0, 0.0, 0.0)
+
+
+def default_config() -> config_dict.ConfigDict:
+    return config_dict.create(
+        impl="jax",
+        ctrl_dt=0.05,
+        sim_dt=0.005,
+        episode_length=100,
+        action_scale=0.02,
+        phase1="lifted",
+        pick_policy_path="",
+        switch_height_m=0.08,
+        num_lifted_states=16,
+        lifted_states_seed=0,
+        lift_height_m=0.15,
+        delay=config_dict.create(action_history=4, obs_history=4, skew=3.0),
+        obs_noise=config_dict.create(
+            qpos_rad=0.02,
+            qvel_rad_s=0.1,
+            object_pos_m=0.005,
+            object_angle_rad=float(np.deg2rad(3.0)),
+        ),
+        init=config_dict.create(
+            object_radius_m=(0.26, 0.34),  # phase1="policy": objects on the table, arm base frame
+            object_angle_rad=float(np.deg2rad(15.0)),
+            object_yaw_rad=float(np.deg2rad(10.0)),
+        ),
+        # Where the arms should bring their objects (world); also each arm's obs target.
+        socket_target_m=(-0.07, -0.02, 0.17),
+        peg_target_m=(0.07, -0.02, 0.17),
+        reward=config_dict.create(
+            approach=1.0, alignment=1.0, insertion=4.0, hold=0.5, drop=5.0, success=2.0, action_rate=0.01
+        ),
+        insertion_depth_m=0.05,  # insertion reward saturates at this depth
+        success_depth_m=0.03,
+        axis_tol_m=0.008,
+        drop_height_m=0.04,
+        max_tilt_rad=float(np.deg2rad(60.0)),
+        dr=config_dict.create(
+            object_mass_scale=(0.7, 1.5),
+            friction_scale=(0.7, 1.3),
+            gain_scale=(0.8, 1.2),
+            damping_scale=(0.8, 1.2),
+        ),
+    )
+
+
+REWARD_TERMS = ("approach", "alignment", "insertion", "hold", "drop", "success", "action_rate")
+
+
+class AlohaS2RPegInsertion(MjxEnv):
+    def __init__(self, config: config_dict.ConfigDict | None = None, config_overrides=None):
+        super().__init__(config or default_config(), config_overrides)
+        cfg = self.config
+        if cfg.phase1 not in PHASE1_MODES:
+            raise ValueError(f"phase1 must be one of {PHASE1_MODES}, got {cfg.phase1!r}")
+        m = self.mj_model
+        self._left = arm_lib.find_arm(m, "left/")
+        self._right = arm_lib.find_arm(m, "right/")
+        self._socket = arm_lib.find_object(m, "socket", "socket_bottom")
+        self._peg = arm_lib.find_object(m, "peg", "peg")
+        self._sites = {n: m.site(n).id for n in ("socket_entrance", "socket_rear", "peg_tip", "peg_tail")}
+        self._home_qpos = jnp.asarray(m.keyframe("home").qpos)
+        self._home_ctrl = jnp.asarray(m.keyframe("home").ctrl)
+        self._ctrl_lo = jnp.asarray(m.actuator_ctrlrange[:, 0])
+        self._ctrl_hi = jnp.asarray(m.actuator_ctrlrange[:, 1])
+        self._act_pmf = delays.skewed_delay_pmf(cfg.delay.action_history, cfg.delay.skew)
+        self._obs_pmf = delays.skewed_delay_pmf(cfg.delay.obs_history, cfg.delay.skew)
+        self._targets = (jnp.asarray(cfg.socket_target_m), jnp.asarray(cfg.peg_target_m))
+        self._pick_policy = None
+        if cfg.phase1 == "policy":
+            if not cfg.pick_policy_path:
+                raise ValueError('phase1="policy" needs config.pick_policy_path (an AlohaS2RPick policy file).')
+            from playground.training import policy_file
+
+            self._pick_policy, _ = policy_file.load_policy_fn(cfg.pick_policy_path, env_name="AlohaS2RPick")
+            self._lifted = None
+        else:
+            self._lifted = lifted_states(
+                m, self._left, self._right, self._socket, self._peg,
+                cfg.num_lifted_states, cfg.lifted_states_seed, cfg.lift_height_m,
+            )
+
+    def load_mj_model(self) -> mujoco.MjModel:
+        return mujoco.MjModel.from_xml_path(str(c.PEG_INSERTION_XML))
+
+    @property
+    def arms(self) -> tuple[arm_lib.Arm, arm_lib.Arm]:
+        return self._left, self._right
+
+    @property
+    def objects(self) -> tuple[arm_lib.FreeObject, arm_lib.FreeObject]:
+        return self._socket, self._peg
+
+    @property
+    def lifted_bank(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._lifted
+
+    # ----- reset -----
+    def reset(self, rng: jax.Array) -> State:
+        rng, k_init, k_obs = jax.random.split(rng, 3)
+        if self._lifted is None:
+            qpos, ctrl = self._table_start(k_init)
+            switched = jnp.zeros(())
+        else:
+            bank_qpos, bank_ctrl = (jnp.asarray(x) for x in self._lifted)
+            i = jax.random.randint(k_init, (), 0, bank_qpos.shape[0])
+            qpos, ctrl = bank_qpos[i], bank_ctrl[i]
+            switched = jnp.ones(())
+        data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
+        data = mjx.forward(self.mjx_model, data)
+        noisy, privileged, pick_obs = self._observe(data, switched, k_obs)
+        info = {
+            "rng": rng,
+            "has_switched": switched,
+            "action_history": jnp.zeros((self.config.delay.action_history, self.action_size)),
+            "obs_history": delays.init_history(noisy, self.config.delay.obs_history),
+            "pick_obs_history": delays.init_history(pick_obs, self.config.delay.obs_history),
+            "last_action": jnp.zeros(self.action_size),
+        }
+        metrics = {name: jnp.zeros(()) for name in REWARD_TERMS}
+        obs = {"state": noisy, "privileged_state": privileged}
+        return State(data, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
+
+    def _table_start(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Objects on the table in front of their arms (random placement), arms at home."""
+        cfg = self.config.init
+        qpos = self._home_qpos
+        keys = jax.random.split(rng, 2)
+        for key, arm, obj, yaw0 in ((keys[0], self._left, self._socket, 0.0), (keys[1], self._right, self._peg, np.pi)):
+            k_r, k_a, k_y = jax.random.split(key, 3)
+            r = jax.random.uniform(k_r, minval=cfg.object_radius_m[0], maxval=cfg.object_radius_m[1])
+            a = jax.random.uniform(k_a, minval=-1, maxval=1) * cfg.object_angle_rad
+            xy = arm.base_pos[:2] + r * (arm.base_rot[:2, :2] @ jnp.array([jnp.cos(a), jnp.sin(a)]))
+            yaw = yaw0 + a + jax.random.uniform(k_y, minval=-1, maxval=1) * cfg.object_yaw_rad
+            z = self._home_qpos[obj.qpos_adr + 2]
+            quat = jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
+            qpos = qpos.at[obj.qpos_adr : obj.qpos_adr + 7].set(jnp.concatenate([xy, z[None], quat]))
+        return qpos, self._home_ctrl
+
+    # ----- step -----
+    def step(self, state: State, action: jax.Array) -> State:
+        action = jnp.clip(self.check_action(action), -1.0, 1.0)
+        info = dict(state.info)
+        rng, k_act, k_obs, k_noise, k_pick = jax.random.split(info["rng"], 5)
+        switched = info["has_switched"]
+        if self._pick_policy is not None:
+            pick_obs = delays.delayed(info["pick_obs_history"], k_obs, self._obs_pmf)
+            pick_action = jnp.concatenate(
+                [self._pick_policy({"state": pick_obs[i]}, k_pick) for i in range(2)]
+            )
+            action = jnp.where(switched > 0, action, pick_action)
+        history = delays.push(info["action_history"], action)
+        applied = delays.delayed(history, k_act, self._act_pmf)
+        ctrl = jnp.clip(state.data.ctrl + self.config.action_scale * applied, self._ctrl_lo, self._ctrl_hi)
+        data = self.physics_step(state.data, ctrl)
+
+        if self._pick_policy is not None:
+            lifted = self._both_lifted(data)
+            switched = jnp.maximum(switched, lifted)
+        noisy, privileged, pick_obs = self._observe(data, switched, k_noise)
+        obs_history = delays.push(info["obs_history"], noisy)
+        terms = self.reward_terms(data, action, info["last_action"])
+        terms = {k: v * switched for k, v in terms.items()}
+        reward = sum(self.config.reward[k] * v for k, v in terms.items() if k != "success") + (
+            self.config.reward.success * terms["success"]
+        )
+        done = self._terminated(data, switched)
+        info.update(
+            rng=rng,
+            has_switched=switched,
+            action_history=history,
+            obs_history=obs_history,
+            pick_obs_history=delays.push(info["pick_obs_history"], pick_obs),
+            last_action=action,
+        )
+        obs = {
+            "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
+            "privileged_state": privileged,
+        }
+        return state.replace(data=data, obs=obs, reward=reward, done=done, metrics=terms, info=info)
+
+    # ----- observation -----
+    def _observe(self, data: mjx.Data, switched: jax.Array, rng: jax.Array):
+        """(noisy policy obs, clean privileged obs, per-arm pick obs `[2, 47]`)."""
+        k = jax.random.split(rng, 3)
+        noisy_parts, clean_parts, extras = [], [], []
+        pairs = ((self._left, self._socket, self._targets[0]), (self._right, self._peg, self._targets[1]))
+        for i, (arm, obj, target) in enumerate(pairs):
+            clean = arm_lib.read_arm(arm, obj, data, target)
+            noisy = arm_lib.add_noise(clean, k[i], self.config.obs_noise)
+            grasped = arm_lib.is_grasped(arm, obj, self.mjx_model, data)
+            noisy_parts.append(arm_lib.arm_observation(noisy))
+            clean_parts.append(arm_lib.arm_observation(clean))
+            extras.append(arm_lib.privileged_extras(arm, obj, self.mjx_model, data, grasped))
+        rel = self._site("socket_entrance", data) - self._site("peg_tip", data)
+        noisy_rel = delays.uniform_noise(k[2], rel, 2 * self.config.obs_noise.object_pos_m)
+        state = jnp.concatenate([*noisy_parts, noisy_rel, switched[None]])
+        depth, off_axis = self.insertion(data)
+        privileged = jnp.concatenate(
+            [*clean_parts, rel, switched[None], *extras, jnp.stack([depth, off_axis])]
+        )
+        return state, privileged, jnp.stack(noisy_parts)
+
+    def _site(self, name: str, data: mjx.Data) -> jax.Array:
+        return data.site_xpos[self._sites[name]]
+
+    # ----- task geometry, reward, termination -----
+    def insertion(self, data: mjx.Data) -> tuple[jax.Array, jax.Array]:
+        """(depth of the peg tip inside the socket along its axis, distance from that axis), m."""
+        entrance = self._site("socket_entrance", data)
+        axis = data.xmat[self._socket.body][:, 0]  # socket +x: rear -> entrance
+        rel = self._site("peg_tip", data) - entrance
+        depth = -jnp.dot(rel, axis)
+        off_axis = jnp.linalg.norm(rel + depth * axis)
+        return depth, off_axis
+
+    def is_success(self, data: mjx.Data) -> jax.Array:
+        depth, off_axis = self.insertion(data)
+        cfg = self.config
+        return ((depth > cfg.success_depth_m) & (off_axis < cfg.axis_tol_m)).astype(jnp.float32)
+
+    def _both_lifted(self, data: mjx.Data) -> jax.Array:
+        z_socket = data.xpos[self._socket.body][2]
+        z_peg = data.xpos[self._peg.body][2]
+        return ((z_socket > self.config.switch_height_m) & (z_peg > self.config.switch_height_m)).astype(
+            jnp.float32
+        )
+
+    def _dropped(self, data: mjx.Data) -> jax.Array:
+        h = self.config.drop_height_m
+        return (data.xpos[self._socket.body][2] < h) | (data.xpos[self._peg.body][2] < h)
+
+    def reward_terms(self, data: mjx.Data, action: jax.Array, last_action: jax.Array) -> dict[str, jax.Array]:
+        cfg = self.config
+        depth, off_axis = self.insertion(data)
+        tip_to_entrance = jnp.linalg.norm(self._site("socket_entrance", data) - self._site("peg_tip", data))
+        cos = jnp.dot(data.xmat[self._peg.body][:, 0], data.xmat[self._socket.body][:, 0])
+        on_axis = (off_axis < cfg.axis_tol_m).astype(jnp.float32)
+        held = arm_lib.is_grasped(self._left, self._socket, self.mjx_model, data) * arm_lib.is_grasped(
+            self._right, self._peg, self.mjx_model, data
+        )
+        return {
+            "approach": 1.0 - jnp.tanh(5.0 * tip_to_entrance),
+            "alignment": 0.5 * (1.0 - cos),
+            "insertion": on_axis * jnp.clip(depth / cfg.insertion_depth_m, 0.0, 1.0),
+            "hold": held,
+            "drop": -self._dropped(data).astype(jnp.float32),
+            "success": self.is_success(data),
+            "action_rate": -jnp.sum(jnp.square(action - last_action)),
+        }
+
+    def _terminated(self, data: mjx.Data, switched: jax.Array) -> jax.Array:
+        tilt = []
+        for obj in (self._socket, self._peg):
+            tilt.append(jnp.arccos(jnp.clip(data.xmat[obj.body][2, 2], -1.0, 1.0)))
+        tilted = jnp.max(jnp.stack(tilt)) > self.config.max_tilt_rad
+        pos = jnp.stack([data.xpos[self._socket.body], data.xpos[self._peg.body]])
+        off_table = jnp.any(jnp.abs(pos[:, :2]) > jnp.array([0.7, 0.5])) | jnp.any(pos[:, 2] < -0.05)
+        unstable = ~(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)))
+        after_switch = (switched > 0) & (self._dropped(data) | tilted)
+        return (after_switch | off_table | unstable).astype(jnp.float32)
+
+
+def lifted_states(
+    model: mujoco.MjModel,
+    left: arm_lib.Arm,
+    right: arm_lib.Arm,
+    socket: arm_lib.FreeObject,
+    peg: arm_lib.FreeObject,
+    count: int,
+    seed: int,
+    lift_height_m: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count` states `(qpos [count, nq], ctrl [count, nu])` with both objects grasped and lifted.
+
+    Each comes from a scripted grasp-and-lift on native MuJoCo after a random placement of the
+    objects on the table; placements whose grasp fails are redrawn.
+    """
+    # Building the states takes about a second; envs built again in one process reuse them.
+    digest = hashlib.sha1(
+        b"".join(np.ascontiguousarray(a).tobytes() for a in (model.body_pos, model.geom_size, model.qpos0))
+    ).hexdigest()
+    key = (digest, count, seed, lift_height_m)
+    if key not in _LIFTED_CACHE:
+        _LIFTED_CACHE[key] = _make_lifted_states(model, left, right, socket, peg, count, seed, lift_height_m)
+    return _LIFTED_CACHE[key]
+
+
+_LIFTED_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _make_lifted_states(model, left, right, socket, peg, count, seed, lift_height_m):
+    rng = np.random.default_rng(seed)
+    qpos, ctrl = [], []
+    attempts = 0
+    while len(qpos) < count:
+        attempts += 1
+        if attempts > 4 * count + 8:
+            raise RuntimeError(f"scripted grasp succeeded only {len(qpos)} times in {attempts} tries")
+        data = mujoco.MjData(model)
+        mujoco.mj_resetDataKeyframe(model, data, model.keyframe("home").id)
+        for arm, obj, yaw0 in ((left, socket, 0.0), (right, peg, np.pi)):
+            r, a, dyaw = rng.uniform(0.27, 0.33), rng.uniform(-0.2, 0.2), rng.uniform(-0.15, 0.15)
+            xy = arm.base_pos[:2] + r * (arm.base_rot[:2, :2] @ np.array([np.cos(a), np.sin(a)]))
+            yaw = yaw0 + a + dyaw
+            adr = obj.qpos_adr
+            data.qpos[adr : adr + 3] = [xy[0], xy[1], data.qpos[adr + 2]]
+            data.qpos[adr + 3 : adr + 7] = [np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        mujoco.mj_forward(model, data)
+        ok = True
+        for arm, obj, grip in ((left, socket, SOCKET_GRIP_M), (right, peg, PEG_GRIP_M)):
+            result = scripted.grasp_and_lift(model, data, arm, obj, lift_height_m, np.asarray(grip))
+            ok &= result.lifted
+        # Let both settle holding: the first arm's object must still be up after the second lift.
+        ok &= data.xpos[socket.body][2] > lift_height_m - 0.05 and data.xpos[peg.body][2] > lift_height_m - 0.05
+        if ok:
+            qpos.append(data.qpos.copy())
+            ctrl.append(data.ctrl.copy())
+    return np.stack(qpos).astype(np.float32), np.stack(ctrl).astype(np.float32)
+
+
+def domain_randomize(model: mjx.Model, rng: jax.Array, config: config_dict.ConfigDict | None = None):
+    """Per-env physics: object masses, friction, actuator gains, joint damping (both arms)."""
+    dr = (config or default_config()).dr
+    ids = _ids()
+
+    def sample(m: mjx.Model, key: jax.Array) -> dict[str, Any]:
+        k_mass, k_fric, k_gain, k_damp = jax.random.split(key, 4)
+        return randomize.merge(
+            randomize.scale_mass(m, k_mass, ids["object_bodies"], dr.object_mass_scale),
+            randomize.scale_friction(m, k_fric, ids["friction_geoms"], dr.friction_scale),
+            randomize.scale_position_gains(m, k_gain, ids["actuators"], dr.gain_scale),
+            randomize.scale_damping(m, k_damp, ids["dofs"], dr.damping_scale),
+        )
+
+    return randomize.batch_model(model, rng, sample)
+
+
+@functools.lru_cache(maxsize=1)
+def _ids() -> dict[str, Any]:
+    m = mujoco.MjModel.from_xml_path(str(c.PEG_INSERTION_XML))
+    arms = [arm_lib.find_arm(m, p) for p in ("left/", "right/")]
+    pads = ("left_pad_top", "left_pad_bottom", "right_pad_top", "right_pad_bottom")
+    objects = ("socket_bottom", "socket_top", "socket_left", "socket_right", "socket_end", "peg")
+    return {
+        "object_bodies": [m.body("socket").id, m.body("peg").id],
+        "friction_geoms": [m.geom(g).id for g in objects]
+        + [m.geom(p + g).id for p in ("left/", "right/") for g in pads],
+        "actuators": [int(a) for arm in arms for a in arm.actuator_ids],
+        "dofs": [int(d) for arm in arms for d in arm.dof_adr[:6]],
+    }

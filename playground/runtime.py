@@ -1,0 +1,53 @@
+"""Process-wide JAX settings: XLA flags for CPU speed and the persistent compilation cache.
+
+Everything here must happen before JAX initialises its backend (the first computation), so
+`playground/__init__.py` calls `configure()` on import. Flags the user already set win.
+
+Why these flags: on CPU, XLA's fusion emitters turn MJX's kinematics tree pass into a pathological
+loop (measured on 2 cores with AlohaS2RPick: see README, "Benchmarks"); disabling them makes the
+physics step about an order of magnitude faster and changes no result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CPU_XLA_FLAGS: tuple[str, ...] = ("--xla_cpu_use_fusion_emitters=false",)
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "s2r_playground" / "jax"
+
+_configured = False
+
+
+def merge_xla_flags(existing: str, wanted: tuple[str, ...]) -> str:
+    """Adds each wanted `--name=value` flag unless `existing` already sets that name."""
+    flags = existing.split()
+    names = {f.split("=", 1)[0] for f in flags}
+    for flag in wanted:
+        if flag.split("=", 1)[0] not in names:
+            flags.append(flag)
+    return " ".join(flags)
+
+
+def configure(cache_dir: str | os.PathLike | None = None) -> None:
+    """Sets CPU XLA flags and enables the persistent compilation cache (idempotent).
+
+    Set `S2R_NO_XLA_FLAGS=1` to leave XLA_FLAGS untouched (for benchmarking the defaults) and
+    `S2R_JAX_CACHE_DIR` to move the cache (`none` disables it).
+    """
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    if os.environ.get("S2R_NO_XLA_FLAGS", "") not in ("1", "true"):
+        os.environ["XLA_FLAGS"] = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), CPU_XLA_FLAGS)
+    cache = os.environ.get("S2R_JAX_CACHE_DIR") or cache_dir or DEFAULT_CACHE_DIR
+    if str(cache).lower() == "none":
+        return
+    import jax
+
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    # Cache even quick compiles: on 2 CPU cores many small jits add up across test processes.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

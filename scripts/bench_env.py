@@ -1,0 +1,98 @@
+"""Env stepping benchmark: jit time, env steps/s and physics steps/s per env and batch size.
+
+    python scripts/bench_env.py                          # every env, batches 1 64 256
+    python scripts/bench_env.py --envs AlohaS2RPick --batch 128 --steps 20 --repeats 5
+
+Each batch size times a jitted `lax.scan` of `--steps` batched env steps with random actions (the
+raw env, no auto-reset), `--repeats` times after one warm-up call, and reports the median.
+jit time = trace + compile + first run of reset, and of the scan. Physics steps/s = env steps/s
+x n_substeps. Ratios between rows of one run mean something on any machine; absolute numbers
+only on the machine that printed them (the table header says which device).
+Set S2R_NO_XLA_FLAGS=1 to measure without the project's CPU XLA flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import playground  # noqa: F401  (sets XLA flags before jax starts)
+import jax
+import jax.numpy as jnp
+
+from playground import registry
+
+
+def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dict:
+    env = registry.load(env_name, config_overrides={"impl": impl})
+    reset = jax.jit(jax.vmap(env.reset))
+
+    def rollout(state, key):
+        def body(s, k):
+            a = jax.random.uniform(k, (batch, env.action_size), minval=-1.0, maxval=1.0)
+            return jax.vmap(env.step)(s, a), None
+
+        state, _ = jax.lax.scan(body, state, jax.random.split(key, steps))
+        return state
+
+    rollout = jax.jit(rollout)
+    keys = jax.random.split(jax.random.PRNGKey(0), batch)
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(reset(keys))
+    jit_reset = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = jax.block_until_ready(rollout(state, jax.random.PRNGKey(1)))
+    jit_step = time.perf_counter() - t0
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        state = jax.block_until_ready(rollout(state, jax.random.PRNGKey(2 + i)))
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    finite = bool(jnp.all(jnp.isfinite(state.data.qpos)))
+    return {
+        "env": env_name,
+        "impl": impl,
+        "batch": batch,
+        "jit_reset_s": jit_reset,
+        "jit_step_s": jit_step,
+        "env_steps_s": batch * steps / dt,
+        "physics_steps_s": batch * steps * env.n_substeps / dt,
+        "finite": finite,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", nargs="+", default=list(registry.ALL_ENVS), help="env names")
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 64, 256], help="batch sizes")
+    parser.add_argument("--steps", type=int, default=20, help="env steps per timed call")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls (median reported)")
+    parser.add_argument("--impl", default="jax", help="physics implementation: jax or warp")
+    args = parser.parse_args()
+    for name in args.envs:
+        registry.get_default_config(name)  # fail fast, listing valid names, on a typo
+    dev = jax.devices()[0]
+    print(
+        f"device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}; "
+        f"jax {jax.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    header = "| env | impl | batch | jit reset (s) | jit step scan (s) | env steps/s | physics steps/s |"
+    print(header)
+    print("|" + "---|" * 7)
+    for name in args.envs:
+        for batch in args.batch:
+            r = bench(name, batch, args.steps, args.repeats, args.impl)
+            flag = "" if r["finite"] else " (NaN!)"
+            print(
+                f"| {r['env']} | {r['impl']} | {r['batch']} | {r['jit_reset_s']:.1f} | {r['jit_step_s']:.1f} | "
+                f"{r['env_steps_s']:,.0f}{flag} | {r['physics_steps_s']:,.0f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
