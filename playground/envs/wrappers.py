@@ -106,7 +106,9 @@ class EpisodeWrapper(Wrapper):
         (state, reward), _ = jax.lax.scan(
             repeat, (state, jnp.zeros_like(state.reward)), None, length=self.action_repeat
         )
-        steps = state.info["steps"] + self.action_repeat
+        # A finished episode's count is kept through the auto-reset (brax reads it as the
+        # episode length) and restarts here, on the new episode's first step.
+        steps = jnp.where(state.info["episode_done"] > 0, 0, state.info["steps"]) + self.action_repeat
         timed_out = (steps >= self.episode_length).astype(state.done.dtype)
         truncation = timed_out * (1 - state.done)
         done = jnp.maximum(state.done, timed_out)
@@ -116,13 +118,14 @@ class EpisodeWrapper(Wrapper):
         ep["sum_reward"] = ep["sum_reward"] + reward
         ep["length"] = ep["length"] + self.action_repeat
         for k, v in state.metrics.items():
-            ep[k] = ep[k] + v
+            if k in ep:  # brax's EvalWrapper adds metrics of its own after reset; skip those
+                ep[k] = ep[k] + v
         info.update(steps=steps, truncation=truncation, episode_done=done, episode_metrics=ep)
         return state.replace(reward=reward, done=done, info=info)
 
 
 # Bookkeeping that must survive an auto-reset: it describes the transition just taken.
-_KEEP_ON_RESET = ("truncation", "episode_done", "episode_metrics")
+_KEEP_ON_RESET = ("steps", "truncation", "episode_done", "episode_metrics")
 
 
 class AutoResetWrapper(Wrapper):
@@ -158,13 +161,64 @@ class AutoResetWrapper(Wrapper):
         return jax.lax.cond(jnp.any(state.done > 0), fresh, lambda s: s, state)
 
 
+class SelectObservation(Wrapper):
+    """Exposes one observation key as a flat vector, for learners without dict observations.
+
+    brax's SAC accepts only a flat observation; `wrap_for_brax_training(..., observation_key=
+    "state")` gives it the policy's view (the privileged view is then unused: SAC's critic and
+    actor share one input).
+    """
+
+    def __init__(self, env: Any, key: str):
+        super().__init__(env)
+        sizes = env.unwrapped.observation_size
+        if key not in sizes:
+            raise KeyError(f"observation key {key!r} not in {sorted(sizes)}")
+        if len(sizes[key]) != 1:
+            raise ValueError(f"observation {key!r} has shape {sizes[key]}; a flat vector is needed")
+        self.key = key
+
+    @property
+    def observation_size(self) -> int:
+        return int(self.env.unwrapped.observation_size[self.key][0])
+
+    def _select(self, state: State) -> State:
+        return state.replace(obs=state.obs[self.key])
+
+    def reset(self, rng: jax.Array) -> State:
+        return self._select(self.env.reset(rng))
+
+    def step(self, state: State, action: jax.Array) -> State:
+        # The inner layers carry the full dict in info, so the step can rebuild it.
+        full = state.replace(obs=state.info["_full_obs"])
+        return self._select(self.env.step(full, action))
+
+
+class _KeepFullObservation(Wrapper):
+    def reset(self, rng: jax.Array) -> State:
+        s = self.env.reset(rng)
+        return s.replace(info={**s.info, "_full_obs": s.obs})
+
+    def step(self, state: State, action: jax.Array) -> State:
+        s = self.env.step(state, action)
+        return s.replace(info={**s.info, "_full_obs": s.obs})
+
+
 def wrap_for_brax_training(
     env: MjxEnv,
     episode_length: int,
     action_repeat: int = 1,
     randomization_fn: Randomizer | None = None,
+    observation_key: str | None = None,
 ) -> Wrapper:
-    """The stack brax's trainers expect (pass as `wrap_env_fn`); also installs the jax shim."""
+    """The stack brax's trainers expect (pass as `wrap_env_fn`); also installs the jax shim.
+
+    PPO: use as is (dict observations; choose `policy_obs_key`/`value_obs_key` in the network
+    factory). SAC: `functools.partial(wrap_for_brax_training, observation_key="state")`.
+    """
     ensure_brax_compat()
     batched = BatchEnv(env, randomization_fn)
-    return AutoResetWrapper(EpisodeWrapper(batched, episode_length, action_repeat))
+    wrapped: Wrapper = AutoResetWrapper(EpisodeWrapper(batched, episode_length, action_repeat))
+    if observation_key is not None:
+        wrapped = SelectObservation(_KeepFullObservation(wrapped), observation_key)
+    return wrapped

@@ -224,7 +224,7 @@ class AlohaS2RPegInsertion(MjxEnv):
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
-        return state.replace(data=data, obs=obs, reward=reward, done=done, metrics=terms, info=info)
+        return state.replace(data=data, obs=obs, reward=reward, done=done, metrics={**state.metrics, **terms}, info=info)
 
     # ----- observation -----
     def _observe(self, data: mjx.Data, switched: jax.Array, rng: jax.Array):

@@ -171,9 +171,9 @@ class AlohaS2RPick(MjxEnv):
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
-        return state.replace(
-            data=data, obs=obs, reward=reward, done=done, metrics=terms, info=info
-        )
+        # Keep metric keys added by outer code (brax adds its own); ours are overwritten.
+        metrics = {**state.metrics, **terms}
+        return state.replace(data=data, obs=obs, reward=reward, done=done, metrics=metrics, info=info)
 
     # ----- observation, reward, termination -----
     def _observe(self, data: mjx.Data, target: jax.Array, rng: jax.Array):

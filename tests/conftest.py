@@ -1,0 +1,67 @@
+"""Shared fixtures: each env is built once per session with batched reset/step compiled once.
+
+Compiling MJX steps takes tens of seconds on 2 CPU cores, so tests reuse these compiled
+functions (batch `BATCH`) and drive them from Python loops instead of compiling new scans.
+JAX's persistent compilation cache (set up by `import playground`) makes re-runs faster still.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import playground  # noqa: F401  (XLA flags + compilation cache before jax starts)
+import jax
+import jax.numpy as jnp
+import pytest
+
+from playground import registry
+from playground.envs.base import MjxEnv, State
+
+BATCH = 4
+
+
+@dataclasses.dataclass
+class Compiled:
+    env: MjxEnv
+    reset: callable
+    step: callable
+
+    def reset_batch(self, seed: int = 0) -> State:
+        return self.reset(jax.random.split(jax.random.PRNGKey(seed), BATCH))
+
+    def zeros(self) -> jax.Array:
+        return jnp.zeros((BATCH, self.env.action_size))
+
+    def run(self, state: State, steps: int, action: jax.Array | None = None) -> State:
+        action = self.zeros() if action is None else action
+        for _ in range(steps):
+            state = self.step(state, action)
+        return state
+
+
+def _compiled(name: str, **overrides) -> Compiled:
+    env = registry.load(name, config_overrides=overrides or None)
+    return Compiled(env, jax.jit(jax.vmap(env.reset)), jax.jit(jax.vmap(env.step)))
+
+
+@pytest.fixture(scope="session")
+def pick() -> Compiled:
+    return _compiled("AlohaS2RPick")
+
+
+@pytest.fixture(scope="session")
+def peg() -> Compiled:
+    return _compiled("AlohaS2RPegInsertion")
+
+
+@pytest.fixture(scope="session")
+def compiled_envs(pick, peg) -> dict[str, Compiled]:
+    return {"AlohaS2RPick": pick, "AlohaS2RPegInsertion": peg}
+
+
+def set_free_body(state: State, qpos_adr: int, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> State:
+    """Teleports a free body in every env of a batch and zeroes all velocities."""
+    qpos = state.data.qpos.at[:, qpos_adr : qpos_adr + 3].set(jnp.asarray(pos))
+    qpos = qpos.at[:, qpos_adr + 3 : qpos_adr + 7].set(jnp.asarray(quat))
+    data = state.data.replace(qpos=qpos, qvel=jnp.zeros_like(state.data.qvel))
+    return state.replace(data=data)
