@@ -57,7 +57,9 @@ def load(
 ) -> MjxEnv:
     """Builds env `name` from `config` (default: its default config) with `config_overrides`."""
     entry = _entry(name)
-    return entry.env_class(config=config or entry.default_config(), config_overrides=config_overrides)
+    return entry.env_class(
+        config=config or entry.default_config(), config_overrides=config_overrides
+    )
 
 
 def get_domain_randomizer(name: str, config: config_dict.ConfigDict | None = None):

@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 CPU_XLA_FLAGS: tuple[str, ...] = ("--xla_cpu_use_fusion_emitters=false",)
-DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "s2r_playground" / "jax"
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "s2r_playground" / "jax"
+)
 
 _configured = False
 

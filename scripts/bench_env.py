@@ -19,10 +19,10 @@ import platform
 import statistics
 import time
 
-import playground  # noqa: F401  (sets XLA flags before jax starts)
 import jax
 import jax.numpy as jnp
 
+import playground  # noqa: F401  (sets XLA flags before jax starts)
 from playground import registry
 
 
@@ -66,7 +66,9 @@ def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--envs", nargs="+", default=list(registry.ALL_ENVS), help="env names")
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 64, 256], help="batch sizes")
     parser.add_argument("--steps", type=int, default=20, help="env steps per timed call")
@@ -77,10 +79,13 @@ def main() -> None:
         registry.get_default_config(name)  # fail fast, listing valid names, on a typo
     dev = jax.devices()[0]
     print(
-        f"device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}; "
-        f"jax {jax.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+        f"device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores, "
+        f"{platform.machine()}; jax {jax.__version__}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
-    header = "| env | impl | batch | jit reset (s) | jit step scan (s) | env steps/s | physics steps/s |"
+    header = (
+        "| env | impl | batch | jit reset (s) | jit step scan (s) | env steps/s | physics steps/s |"
+    )
     print(header)
     print("|" + "---|" * 7)
     for name in args.envs:
@@ -88,8 +93,9 @@ def main() -> None:
             r = bench(name, batch, args.steps, args.repeats, args.impl)
             flag = "" if r["finite"] else " (NaN!)"
             print(
-                f"| {r['env']} | {r['impl']} | {r['batch']} | {r['jit_reset_s']:.1f} | {r['jit_step_s']:.1f} | "
-                f"{r['env_steps_s']:,.0f}{flag} | {r['physics_steps_s']:,.0f} |",
+                f"| {r['env']} | {r['impl']} | {r['batch']} | {r['jit_reset_s']:.1f} | "
+                f"{r['jit_step_s']:.1f} | {r['env_steps_s']:,.0f}{flag} | "
+                f"{r['physics_steps_s']:,.0f} |",
                 flush=True,
             )
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import playground  # noqa: F401  (XLA flags + compilation cache before jax starts)
 import jax
 import jax.numpy as jnp
 import pytest
 
+import playground  # noqa: F401  (XLA flags + compilation cache before jax starts)
 from playground import registry
 from playground.envs.base import MjxEnv, State
 

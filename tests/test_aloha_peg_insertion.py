@@ -35,10 +35,18 @@ def _inserted_pose(socket_pos, socket_rot, depth):
     peg_rot = socket_rot @ np.diag([-1.0, -1.0, 1.0])  # 180 deg about the socket's z
     centre = tip - 0.048 * peg_rot[:, 0]
     w = np.sqrt(max(1e-12, 1 + np.trace(peg_rot))) / 2
-    quat = np.array(
-        [w, (peg_rot[2, 1] - peg_rot[1, 2]) / (4 * w), (peg_rot[0, 2] - peg_rot[2, 0]) / (4 * w),
-         (peg_rot[1, 0] - peg_rot[0, 1]) / (4 * w)]
-    ) if w > 1e-3 else _quat_180(peg_rot)
+    quat = (
+        np.array(
+            [
+                w,
+                (peg_rot[2, 1] - peg_rot[1, 2]) / (4 * w),
+                (peg_rot[0, 2] - peg_rot[2, 0]) / (4 * w),
+                (peg_rot[1, 0] - peg_rot[0, 1]) / (4 * w),
+            ]
+        )
+        if w > 1e-3
+        else _quat_180(peg_rot)
+    )
     return centre, quat
 
 
@@ -84,7 +92,9 @@ def test_success_when_inserted_not_before(peg, terms_at):
         assert float(off_axis) < 1e-4
         results[depth] = terms
     assert float(results[0.04]["success"]) == 1.0
-    assert float(results[0.04]["insertion"]) == pytest.approx(0.04 / env.config.insertion_depth_m, abs=1e-3)
+    assert float(results[0.04]["insertion"]) == pytest.approx(
+        0.04 / env.config.insertion_depth_m, abs=1e-3
+    )
     assert float(results[0.04]["alignment"]) == pytest.approx(1.0, abs=1e-5)
     assert float(results[0.01]["success"]) == 0.0  # not deep enough
     assert float(results[-0.03]["success"]) == 0.0 and float(results[-0.03]["insertion"]) == 0.0
@@ -110,16 +120,27 @@ def _random_pick_policy(path, seed=0):
     pick_env = registry.load("AlohaS2RPick")
     obs_size = pick_env.observation_size
     nets = ppo_networks.make_ppo_networks(
-        obs_size, pick_env.action_size, preprocess_observations_fn=running_statistics.normalize,
-        policy_hidden_layer_sizes=(16, 16), value_hidden_layer_sizes=(16,),
-        policy_obs_key="state", value_obs_key="privileged_state",
+        obs_size,
+        pick_env.action_size,
+        preprocess_observations_fn=running_statistics.normalize,
+        policy_hidden_layer_sizes=(16, 16),
+        value_hidden_layer_sizes=(16,),
+        policy_obs_key="state",
+        value_obs_key="privileged_state",
     )
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    normalizer = running_statistics.init_state({k: specs.Array(v, jnp.float32) for k, v in obs_size.items()})
+    normalizer = running_statistics.init_state(
+        {k: specs.Array(v, jnp.float32) for k, v in obs_size.items()}
+    )
     params = (normalizer, nets.policy_network.init(k1), nets.value_network.init(k2))
     return policy_file.save_policy(
-        path, env_name="AlohaS2RPick", params=params, observation_size=obs_size,
-        action_size=pick_env.action_size, policy_hidden_layer_sizes=(16, 16), value_hidden_layer_sizes=(16,),
+        path,
+        env_name="AlohaS2RPick",
+        params=params,
+        observation_size=obs_size,
+        action_size=pick_env.action_size,
+        policy_hidden_layer_sizes=(16, 16),
+        value_hidden_layer_sizes=(16,),
     )
 
 
@@ -132,7 +153,10 @@ def test_policy_phase1_drives_arms_until_switch(tmp_path):
     state = reset(jax.random.PRNGKey(0))
     socket, peg_obj = env.objects
     assert float(state.info["has_switched"]) == 0.0
-    assert float(state.data.xpos[socket.body, 2]) < 0.05 and float(state.data.xpos[peg_obj.body, 2]) < 0.05
+    assert (
+        float(state.data.xpos[socket.body, 2]) < 0.05
+        and float(state.data.xpos[peg_obj.body, 2]) < 0.05
+    )
     a, b = state, state
     for _ in range(3):  # a few steps: the action delay may first apply the initial zero action
         a, b = step(a, jnp.ones(14)), step(b, -jnp.ones(14))
@@ -155,15 +179,26 @@ def test_phase1_config_errors(tmp_path):
         registry.load("AlohaS2RPegInsertion", config_overrides={"phase1": "scripted_magic"})
     missing = tmp_path / "nope.policy"
     with pytest.raises(FileNotFoundError, match="nope.policy"):
-        registry.load("AlohaS2RPegInsertion", config_overrides={"phase1": "policy", "pick_policy_path": str(missing)})
+        registry.load(
+            "AlohaS2RPegInsertion",
+            config_overrides={"phase1": "policy", "pick_policy_path": str(missing)},
+        )
     corrupt = tmp_path / "corrupt.policy"
     corrupt.write_bytes(b"\x80\x04not a pickle")
     with pytest.raises(policy_file.PolicyFileError, match="corrupt.policy"):
-        registry.load("AlohaS2RPegInsertion", config_overrides={"phase1": "policy", "pick_policy_path": str(corrupt)})
+        registry.load(
+            "AlohaS2RPegInsertion",
+            config_overrides={"phase1": "policy", "pick_policy_path": str(corrupt)},
+        )
     wrong = tmp_path / "wrong.policy"
-    wrong.write_bytes(pickle.dumps({"format": policy_file.FORMAT, "env_name": "AlohaS2RPegInsertion"}))
+    wrong.write_bytes(
+        pickle.dumps({"format": policy_file.FORMAT, "env_name": "AlohaS2RPegInsertion"})
+    )
     with pytest.raises(policy_file.PolicyFileError, match="not 'AlohaS2RPick'"):
-        registry.load("AlohaS2RPegInsertion", config_overrides={"phase1": "policy", "pick_policy_path": str(wrong)})
+        registry.load(
+            "AlohaS2RPegInsertion",
+            config_overrides={"phase1": "policy", "pick_policy_path": str(wrong)},
+        )
 
 
 def test_lifted_states_are_reused_and_varied(peg):
@@ -181,5 +216,9 @@ def test_peg_domain_randomisation(peg):
     model, in_axes = registry.get_domain_randomizer("AlohaS2RPegInsertion")(peg.env.mjx_model, rng)
     _, peg_obj = peg.env.objects
     masses = np.asarray(model.body_mass[:, peg_obj.body])
-    assert np.ptp(masses) > 0 and np.all(masses >= 0.044 * 0.7 - 1e-6) and np.all(masses <= 0.044 * 1.5 + 1e-6)
+    assert (
+        np.ptp(masses) > 0
+        and np.all(masses >= 0.044 * 0.7 - 1e-6)
+        and np.all(masses <= 0.044 * 1.5 + 1e-6)
+    )
     assert in_axes.actuator_gainprm == 0 and in_axes.geom_size is None

@@ -10,7 +10,7 @@ from playground import registry
 from playground.envs.aloha import pick as pick_lib
 from playground.envs.aloha import scripted
 
-from .conftest import BATCH, set_free_body
+from .conftest import set_free_body
 
 
 def test_released_block_falls_and_rests(pick):
@@ -60,7 +60,14 @@ def _scripted_lift(env, half_size: float, pos_xy, yaw: float):
     try:
         d = mujoco.MjData(m)
         mujoco.mj_resetDataKeyframe(m, d, m.keyframe("home").id)
-        d.qpos[blk.qpos_adr : blk.qpos_adr + 7] = [*pos_xy, half_size, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        d.qpos[blk.qpos_adr : blk.qpos_adr + 7] = [
+            *pos_xy,
+            half_size,
+            np.cos(yaw / 2),
+            0,
+            0,
+            np.sin(yaw / 2),
+        ]
         mujoco.mj_forward(m, d)
         result = scripted.grasp_and_lift(m, d, env.arm, blk)
         return result, d.qpos.copy(), d.ctrl.copy()
@@ -106,7 +113,9 @@ def reward_fn(pick):
 
     @jax.jit
     def terms_at(qpos, target):
-        data = env.make_data().replace(qpos=qpos, ctrl=jnp.asarray(env.mj_model.keyframe("home").ctrl))
+        data = env.make_data().replace(
+            qpos=qpos, ctrl=jnp.asarray(env.mj_model.keyframe("home").ctrl)
+        )
         data = mujoco.mjx.forward(env.mjx_model, data)
         return env.reward_terms(data, target, jnp.zeros(7), jnp.zeros(7))
 
@@ -125,8 +134,13 @@ def test_success_at_target_and_not_far_away(pick, reward_fn):
     assert float(off_by_1cm["success"]) == 1.0
     far = reward_fn(home.at[adr : adr + 3].set(jnp.array([-0.1, 0.0, 0.02])), target)
     assert float(far["success"]) == 0.0 and float(far["target"]) == 0.0
-    tilted = home.at[adr : adr + 3].set(target).at[adr + 3 : adr + 7].set(
-        jnp.array([np.cos(np.pi / 8), np.sin(np.pi / 8), 0.0, 0.0])  # 45 deg about x
+    tilted = (
+        home.at[adr : adr + 3]
+        .set(target)
+        .at[adr + 3 : adr + 7]
+        .set(
+            jnp.array([np.cos(np.pi / 8), np.sin(np.pi / 8), 0.0, 0.0])  # 45 deg about x
+        )
     )
     assert float(reward_fn(tilted, target)["success"]) == 0.0
     # Reach is largest with the block at the pinch point.
@@ -142,7 +156,9 @@ def test_domain_randomisation_per_env(pick):
     other, _ = pick_lib.domain_randomize(env.mjx_model, jax.random.split(jax.random.PRNGKey(1), 8))
     g, b = env.block.geom, env.block.body
     sizes = np.asarray(model.geom_size[:, g, 0])
-    assert sizes.shape == (8,) and np.all((sizes >= 0.01) & (sizes <= 0.03)) and np.ptp(sizes) > 0.002
+    assert (
+        sizes.shape == (8,) and np.all((sizes >= 0.01) & (sizes <= 0.03)) and np.ptp(sizes) > 0.002
+    )
     masses = np.asarray(model.body_mass[:, b])
     assert np.all((masses >= 0.03) & (masses <= 0.1)) and np.ptp(masses) > 0.005
     np.testing.assert_array_equal(model.geom_size, again.geom_size)

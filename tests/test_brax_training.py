@@ -44,8 +44,12 @@ def test_ppo_runs_with_asymmetric_critic_and_randomisation(name):
     )
     assert len(evals) == 2 and evals[-1][0] >= 80
     assert np.isfinite(float(metrics["eval/episode_reward"]))
-    # The evaluation saw whole episodes: the time limit truncated them at episode_length.
-    assert float(metrics["eval/avg_episode_length"]) == pytest.approx(8.0)
+    # Evaluation episodes end at the time limit (8 steps) or earlier on a termination (a random
+    # policy soon drops the peg); random actions never end a pick episode that early.
+    length = float(metrics["eval/avg_episode_length"])
+    assert 0.0 < length <= 8.0
+    if name == "AlohaS2RPick":
+        assert length == pytest.approx(8.0)
 
 
 def test_sac_runs_on_the_policy_observation():

@@ -14,7 +14,9 @@ from .conftest import BATCH
 def test_reset_step_shapes_and_finite(compiled_envs, name):
     c = compiled_envs[name]
     state = c.reset_batch(0)
-    actions = jax.random.uniform(jax.random.PRNGKey(1), (BATCH, c.env.action_size), minval=-1, maxval=1)
+    actions = jax.random.uniform(
+        jax.random.PRNGKey(1), (BATCH, c.env.action_size), minval=-1, maxval=1
+    )
     for _ in range(3):
         state = c.step(state, actions)
     assert set(state.obs) >= {"state", "privileged_state"}
@@ -44,8 +46,9 @@ def test_resets_are_random_and_reproducible(compiled_envs, name):
     np.testing.assert_array_equal(a.data.qpos, again.data.qpos)
     np.testing.assert_array_equal(a.obs["state"], again.obs["state"])
     assert not np.allclose(a.data.qpos, b.data.qpos)
-    # Within one batch, every env starts differently too.
-    assert len({tuple(np.round(q, 6)) for q in np.asarray(a.data.qpos)}) == BATCH
+    # Within one batch, every env starts differently too (pose or servo targets).
+    start = np.concatenate([np.asarray(a.data.qpos), np.asarray(a.data.ctrl)], axis=-1)
+    assert len({tuple(np.round(q, 6)) for q in start}) == BATCH
 
 
 @pytest.mark.parametrize("name", registry.ALL_ENVS)

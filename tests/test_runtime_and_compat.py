@@ -14,7 +14,8 @@ from playground import compat, runtime
 
 def test_merge_xla_flags_keeps_user_values():
     merged = runtime.merge_xla_flags(
-        "--xla_cpu_use_fusion_emitters=true --foo=1", ("--xla_cpu_use_fusion_emitters=false", "--bar=2")
+        "--xla_cpu_use_fusion_emitters=true --foo=1",
+        ("--xla_cpu_use_fusion_emitters=false", "--bar=2"),
     )
     assert merged.split() == ["--xla_cpu_use_fusion_emitters=true", "--foo=1", "--bar=2"]
 
@@ -64,7 +65,11 @@ def test_replication_over_two_host_devices():
         print("ok")
         """
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", S2R_JAX_CACHE_DIR="none")
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", S2R_JAX_CACHE_DIR="none"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ok" in result.stdout

@@ -62,7 +62,9 @@ def test_each_env_steps_its_own_randomised_model(wrapped):
     # Each block rests on its own half-size: the per-env model reached reset.
     np.testing.assert_allclose(np.asarray(s.data.qpos[:, block.qpos_adr + 2]), sizes, atol=1e-6)
     s = step(s, jnp.zeros((B, 7)))
-    np.testing.assert_allclose(np.asarray(s.obs["privileged_state"][:, 53:56]), np.stack([sizes] * 3, -1), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(s.obs["privileged_state"][:, 53:56]), np.stack([sizes] * 3, -1), atol=1e-6
+    )
 
 
 def test_bad_episode_length():

@@ -30,7 +30,10 @@ Observation = dict[str, jax.Array]
 
 @struct.dataclass
 class State:
-    """One env's (or a batch's) state. `info` carries what the next step needs; `metrics` what logs need."""
+    """One env's (or a batch's) state.
+
+    `info` carries what the next step needs; `metrics` what logs need.
+    """
 
     data: mjx.Data
     obs: Observation
@@ -41,7 +44,7 @@ class State:
 
 
 class MjxEnv(abc.ABC):
-    """Base of every task: model loading, the physics switch, timing, and action checking."""
+    """Base of every task: model loading, physics switch, timing and action checks."""
 
     def __init__(
         self,
@@ -53,7 +56,8 @@ class MjxEnv(abc.ABC):
         n_substeps = cfg.ctrl_dt / cfg.sim_dt
         if cfg.sim_dt <= 0 or abs(n_substeps - round(n_substeps)) > 1e-6 or round(n_substeps) < 1:
             raise ValueError(
-                f"ctrl_dt ({cfg.ctrl_dt}) must be a positive whole multiple of sim_dt ({cfg.sim_dt})."
+                f"ctrl_dt ({cfg.ctrl_dt}) must be a positive whole multiple of "
+                f"sim_dt ({cfg.sim_dt})."
             )
         self._n_substeps = int(round(n_substeps))
         self._mj_model = self.load_mj_model()
@@ -126,7 +130,7 @@ class MjxEnv(abc.ABC):
     def make_data(self) -> mjx.Data:
         cfg = self._config
         return physics.make_data(
-            self._mjx_model, self._impl, cfg.get("naconmax"), cfg.get("njmax")
+            self._mj_model, self._mjx_model, self._impl, cfg.get("naconmax"), cfg.get("njmax")
         )
 
     def physics_step(self, data: mjx.Data, ctrl: jax.Array) -> mjx.Data:

@@ -16,7 +16,9 @@ from mujoco import mjx
 FieldSampler = Callable[[mjx.Model, jax.Array], dict[str, jax.Array]]
 
 
-def batch_model(model: mjx.Model, rng: jax.Array, sample: FieldSampler) -> tuple[mjx.Model, mjx.Model]:
+def batch_model(
+    model: mjx.Model, rng: jax.Array, sample: FieldSampler
+) -> tuple[mjx.Model, mjx.Model]:
     """Applies `sample` once per key in `rng` (`[B, 2]`); returns (batched model, in_axes)."""
     values = jax.vmap(lambda key: sample(model, key))(rng)
     batched = model.tree_replace(values)

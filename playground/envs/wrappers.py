@@ -108,7 +108,9 @@ class EpisodeWrapper(Wrapper):
         )
         # A finished episode's count is kept through the auto-reset (brax reads it as the
         # episode length) and restarts here, on the new episode's first step.
-        steps = jnp.where(state.info["episode_done"] > 0, 0, state.info["steps"]) + self.action_repeat
+        steps = (
+            jnp.where(state.info["episode_done"] > 0, 0, state.info["steps"]) + self.action_repeat
+        )
         timed_out = (steps >= self.episode_length).astype(state.done.dtype)
         truncation = timed_out * (1 - state.done)
         done = jnp.maximum(state.done, timed_out)
@@ -189,8 +191,10 @@ class SelectObservation(Wrapper):
         return self._select(self.env.reset(rng))
 
     def step(self, state: State, action: jax.Array) -> State:
-        # The inner layers carry the full dict in info, so the step can rebuild it.
-        full = state.replace(obs=state.info["_full_obs"])
+        # The full dict rides in info (added by _KeepFullObservation) so the inner step gets it;
+        # it leaves info before going down, as the inner layers never saw that key.
+        info = dict(state.info)
+        full = state.replace(obs=info.pop("_full_obs"), info=info)
         return self._select(self.env.step(full, action))
 
 

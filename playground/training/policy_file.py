@@ -81,10 +81,14 @@ def read_policy(path: str | os.PathLike, env_name: str | None = None) -> dict[st
         with path.open("rb") as f:
             payload = pickle.load(f)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise PolicyFileError(f"Policy file {str(path)!r} is corrupt or not a policy file: {e}") from e
+        raise PolicyFileError(
+            f"Policy file {str(path)!r} is corrupt or not a policy file: {e}"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise PolicyFileError(f"Policy file {str(path)!r} has format {found!r}; expected {FORMAT!r}.")
+        raise PolicyFileError(
+            f"Policy file {str(path)!r} has format {found!r}; expected {FORMAT!r}."
+        )
     if env_name is not None and payload["env_name"] != env_name:
         raise PolicyFileError(
             f"Policy file {str(path)!r} was trained on {payload['env_name']!r}, not {env_name!r}."
@@ -96,10 +100,9 @@ def make_policy_fn(
     payload: Mapping[str, Any], deterministic: bool = True
 ) -> Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]:
     """`fn(obs_dict, rng) -> action in [-1, 1]` for one observation (jit- and vmap-able)."""
+    import jax.numpy as jnp
     from brax.training.acme import running_statistics  # noqa: F401 - params pytree types
     from brax.training.agents.ppo import networks as ppo_networks
-
-    import jax.numpy as jnp
 
     net = payload["network"]
     networks = ppo_networks.make_ppo_networks(
@@ -122,7 +125,9 @@ def make_policy_fn(
     return policy
 
 
-def load_policy_fn(path: str | os.PathLike, env_name: str | None = None, deterministic: bool = True):
+def load_policy_fn(
+    path: str | os.PathLike, env_name: str | None = None, deterministic: bool = True
+):
     """Reads `path` and returns (policy_fn, payload)."""
     payload = read_policy(path, env_name)
     return make_policy_fn(payload, deterministic), payload

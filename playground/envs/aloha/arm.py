@@ -103,9 +103,7 @@ class ArmReading:
     target_pos: jax.Array  # [3]
 
 
-def read_arm(
-    arm: Arm, obj: FreeObject, data: mjx.Data, target_world: jax.Array
-) -> ArmReading:
+def read_arm(arm: Arm, obj: FreeObject, data: mjx.Data, target_world: jax.Array) -> ArmReading:
     return ArmReading(
         qpos=data.qpos[arm.qpos_adr],
         qvel=data.qvel[arm.dof_adr],

@@ -56,7 +56,7 @@ def default_config() -> config_dict.ConfigDict:
         phase1="lifted",
         pick_policy_path="",
         switch_height_m=0.08,
-        num_lifted_states=16,
+        num_lifted_states=32,
         lifted_states_seed=0,
         lift_height_m=0.15,
         delay=config_dict.create(action_history=4, obs_history=4, skew=3.0),
@@ -70,12 +70,19 @@ def default_config() -> config_dict.ConfigDict:
             object_radius_m=(0.26, 0.34),  # phase1="policy": objects on the table, arm base frame
             object_angle_rad=float(np.deg2rad(15.0)),
             object_yaw_rad=float(np.deg2rad(10.0)),
+            target_jitter_rad=0.03,  # phase1="lifted": +- on each arm joint's servo target
         ),
         # Where the arms should bring their objects (world); also each arm's obs target.
         socket_target_m=(-0.07, -0.02, 0.17),
         peg_target_m=(0.07, -0.02, 0.17),
         reward=config_dict.create(
-            approach=1.0, alignment=1.0, insertion=4.0, hold=0.5, drop=5.0, success=2.0, action_rate=0.01
+            approach=1.0,
+            alignment=1.0,
+            insertion=4.0,
+            hold=0.5,
+            drop=5.0,
+            success=2.0,
+            action_rate=0.01,
         ),
         insertion_depth_m=0.05,  # insertion reward saturates at this depth
         success_depth_m=0.03,
@@ -105,7 +112,9 @@ class AlohaS2RPegInsertion(MjxEnv):
         self._right = arm_lib.find_arm(m, "right/")
         self._socket = arm_lib.find_object(m, "socket", "socket_bottom")
         self._peg = arm_lib.find_object(m, "peg", "peg")
-        self._sites = {n: m.site(n).id for n in ("socket_entrance", "socket_rear", "peg_tip", "peg_tail")}
+        self._sites = {
+            n: m.site(n).id for n in ("socket_entrance", "socket_rear", "peg_tip", "peg_tail")
+        }
         self._home_qpos = jnp.asarray(m.keyframe("home").qpos)
         self._home_ctrl = jnp.asarray(m.keyframe("home").ctrl)
         self._ctrl_lo = jnp.asarray(m.actuator_ctrlrange[:, 0])
@@ -116,15 +125,25 @@ class AlohaS2RPegInsertion(MjxEnv):
         self._pick_policy = None
         if cfg.phase1 == "policy":
             if not cfg.pick_policy_path:
-                raise ValueError('phase1="policy" needs config.pick_policy_path (an AlohaS2RPick policy file).')
+                raise ValueError(
+                    'phase1="policy" needs config.pick_policy_path (an AlohaS2RPick policy file).'
+                )
             from playground.training import policy_file
 
-            self._pick_policy, _ = policy_file.load_policy_fn(cfg.pick_policy_path, env_name="AlohaS2RPick")
+            self._pick_policy, _ = policy_file.load_policy_fn(
+                cfg.pick_policy_path, env_name="AlohaS2RPick"
+            )
             self._lifted = None
         else:
             self._lifted = lifted_states(
-                m, self._left, self._right, self._socket, self._peg,
-                cfg.num_lifted_states, cfg.lifted_states_seed, cfg.lift_height_m,
+                m,
+                self._left,
+                self._right,
+                self._socket,
+                self._peg,
+                cfg.num_lifted_states,
+                cfg.lifted_states_seed,
+                cfg.lift_height_m,
             )
 
     def load_mj_model(self) -> mujoco.MjModel:
@@ -150,8 +169,17 @@ class AlohaS2RPegInsertion(MjxEnv):
             switched = jnp.zeros(())
         else:
             bank_qpos, bank_ctrl = (jnp.asarray(x) for x in self._lifted)
-            i = jax.random.randint(k_init, (), 0, bank_qpos.shape[0])
+            k_pick, k_jitter = jax.random.split(k_init)
+            i = jax.random.randint(k_pick, (), 0, bank_qpos.shape[0])
             qpos, ctrl = bank_qpos[i], bank_ctrl[i]
+            # Nudge the arm servo targets: the arms drift to a nearby pose carrying their
+            # objects, so no two episodes start alike even when they share a lifted state.
+            arm_ids = jnp.concatenate([self._left.actuator_ids[:6], self._right.actuator_ids[:6]])
+            jitter = (
+                jax.random.uniform(k_jitter, (12,), minval=-1, maxval=1)
+                * self.config.init.target_jitter_rad
+            )
+            ctrl = ctrl.at[arm_ids].add(jitter)
             switched = jnp.ones(())
         data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
         data = mjx.forward(self.mjx_model, data)
@@ -173,15 +201,22 @@ class AlohaS2RPegInsertion(MjxEnv):
         cfg = self.config.init
         qpos = self._home_qpos
         keys = jax.random.split(rng, 2)
-        for key, arm, obj, yaw0 in ((keys[0], self._left, self._socket, 0.0), (keys[1], self._right, self._peg, np.pi)):
+        for key, arm, obj, yaw0 in (
+            (keys[0], self._left, self._socket, 0.0),
+            (keys[1], self._right, self._peg, np.pi),
+        ):
             k_r, k_a, k_y = jax.random.split(key, 3)
-            r = jax.random.uniform(k_r, minval=cfg.object_radius_m[0], maxval=cfg.object_radius_m[1])
+            r = jax.random.uniform(
+                k_r, minval=cfg.object_radius_m[0], maxval=cfg.object_radius_m[1]
+            )
             a = jax.random.uniform(k_a, minval=-1, maxval=1) * cfg.object_angle_rad
             xy = arm.base_pos[:2] + r * (arm.base_rot[:2, :2] @ jnp.array([jnp.cos(a), jnp.sin(a)]))
             yaw = yaw0 + a + jax.random.uniform(k_y, minval=-1, maxval=1) * cfg.object_yaw_rad
             z = self._home_qpos[obj.qpos_adr + 2]
             quat = jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
-            qpos = qpos.at[obj.qpos_adr : obj.qpos_adr + 7].set(jnp.concatenate([xy, z[None], quat]))
+            qpos = qpos.at[obj.qpos_adr : obj.qpos_adr + 7].set(
+                jnp.concatenate([xy, z[None], quat])
+            )
         return qpos, self._home_ctrl
 
     # ----- step -----
@@ -198,7 +233,9 @@ class AlohaS2RPegInsertion(MjxEnv):
             action = jnp.where(switched > 0, action, pick_action)
         history = delays.push(info["action_history"], action)
         applied = delays.delayed(history, k_act, self._act_pmf)
-        ctrl = jnp.clip(state.data.ctrl + self.config.action_scale * applied, self._ctrl_lo, self._ctrl_hi)
+        ctrl = jnp.clip(
+            state.data.ctrl + self.config.action_scale * applied, self._ctrl_lo, self._ctrl_hi
+        )
         data = self.physics_step(state.data, ctrl)
 
         if self._pick_policy is not None:
@@ -224,14 +261,24 @@ class AlohaS2RPegInsertion(MjxEnv):
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
-        return state.replace(data=data, obs=obs, reward=reward, done=done, metrics={**state.metrics, **terms}, info=info)
+        return state.replace(
+            data=data,
+            obs=obs,
+            reward=reward,
+            done=done,
+            metrics={**state.metrics, **terms},
+            info=info,
+        )
 
     # ----- observation -----
     def _observe(self, data: mjx.Data, switched: jax.Array, rng: jax.Array):
         """(noisy policy obs, clean privileged obs, per-arm pick obs `[2, 47]`)."""
         k = jax.random.split(rng, 3)
         noisy_parts, clean_parts, extras = [], [], []
-        pairs = ((self._left, self._socket, self._targets[0]), (self._right, self._peg, self._targets[1]))
+        pairs = (
+            (self._left, self._socket, self._targets[0]),
+            (self._right, self._peg, self._targets[1]),
+        )
         for i, (arm, obj, target) in enumerate(pairs):
             clean = arm_lib.read_arm(arm, obj, data, target)
             noisy = arm_lib.add_noise(clean, k[i], self.config.obs_noise)
@@ -269,23 +316,27 @@ class AlohaS2RPegInsertion(MjxEnv):
     def _both_lifted(self, data: mjx.Data) -> jax.Array:
         z_socket = data.xpos[self._socket.body][2]
         z_peg = data.xpos[self._peg.body][2]
-        return ((z_socket > self.config.switch_height_m) & (z_peg > self.config.switch_height_m)).astype(
-            jnp.float32
-        )
+        return (
+            (z_socket > self.config.switch_height_m) & (z_peg > self.config.switch_height_m)
+        ).astype(jnp.float32)
 
     def _dropped(self, data: mjx.Data) -> jax.Array:
         h = self.config.drop_height_m
         return (data.xpos[self._socket.body][2] < h) | (data.xpos[self._peg.body][2] < h)
 
-    def reward_terms(self, data: mjx.Data, action: jax.Array, last_action: jax.Array) -> dict[str, jax.Array]:
+    def reward_terms(
+        self, data: mjx.Data, action: jax.Array, last_action: jax.Array
+    ) -> dict[str, jax.Array]:
         cfg = self.config
         depth, off_axis = self.insertion(data)
-        tip_to_entrance = jnp.linalg.norm(self._site("socket_entrance", data) - self._site("peg_tip", data))
+        tip_to_entrance = jnp.linalg.norm(
+            self._site("socket_entrance", data) - self._site("peg_tip", data)
+        )
         cos = jnp.dot(data.xmat[self._peg.body][:, 0], data.xmat[self._socket.body][:, 0])
         on_axis = (off_axis < cfg.axis_tol_m).astype(jnp.float32)
-        held = arm_lib.is_grasped(self._left, self._socket, self.mjx_model, data) * arm_lib.is_grasped(
-            self._right, self._peg, self.mjx_model, data
-        )
+        held = arm_lib.is_grasped(
+            self._left, self._socket, self.mjx_model, data
+        ) * arm_lib.is_grasped(self._right, self._peg, self.mjx_model, data)
         return {
             "approach": 1.0 - jnp.tanh(5.0 * tip_to_entrance),
             "alignment": 0.5 * (1.0 - cos),
@@ -302,7 +353,9 @@ class AlohaS2RPegInsertion(MjxEnv):
             tilt.append(jnp.arccos(jnp.clip(data.xmat[obj.body][2, 2], -1.0, 1.0)))
         tilted = jnp.max(jnp.stack(tilt)) > self.config.max_tilt_rad
         pos = jnp.stack([data.xpos[self._socket.body], data.xpos[self._peg.body]])
-        off_table = jnp.any(jnp.abs(pos[:, :2]) > jnp.array([0.7, 0.5])) | jnp.any(pos[:, 2] < -0.05)
+        off_table = jnp.any(jnp.abs(pos[:, :2]) > jnp.array([0.7, 0.5])) | jnp.any(
+            pos[:, 2] < -0.05
+        )
         unstable = ~(jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)))
         after_switch = (switched > 0) & (self._dropped(data) | tilted)
         return (after_switch | off_table | unstable).astype(jnp.float32)
@@ -325,11 +378,16 @@ def lifted_states(
     """
     # Building the states takes about a second; envs built again in one process reuse them.
     digest = hashlib.sha1(
-        b"".join(np.ascontiguousarray(a).tobytes() for a in (model.body_pos, model.geom_size, model.qpos0))
+        b"".join(
+            np.ascontiguousarray(a).tobytes()
+            for a in (model.body_pos, model.geom_size, model.qpos0)
+        )
     ).hexdigest()
     key = (digest, count, seed, lift_height_m)
     if key not in _LIFTED_CACHE:
-        _LIFTED_CACHE[key] = _make_lifted_states(model, left, right, socket, peg, count, seed, lift_height_m)
+        _LIFTED_CACHE[key] = _make_lifted_states(
+            model, left, right, socket, peg, count, seed, lift_height_m
+        )
     return _LIFTED_CACHE[key]
 
 
@@ -343,7 +401,9 @@ def _make_lifted_states(model, left, right, socket, peg, count, seed, lift_heigh
     while len(qpos) < count:
         attempts += 1
         if attempts > 4 * count + 8:
-            raise RuntimeError(f"scripted grasp succeeded only {len(qpos)} times in {attempts} tries")
+            raise RuntimeError(
+                f"scripted grasp succeeded only {len(qpos)} times in {attempts} tries"
+            )
         data = mujoco.MjData(model)
         mujoco.mj_resetDataKeyframe(model, data, model.keyframe("home").id)
         for arm, obj, yaw0 in ((left, socket, 0.0), (right, peg, np.pi)):
@@ -359,14 +419,19 @@ def _make_lifted_states(model, left, right, socket, peg, count, seed, lift_heigh
             result = scripted.grasp_and_lift(model, data, arm, obj, lift_height_m, np.asarray(grip))
             ok &= result.lifted
         # Let both settle holding: the first arm's object must still be up after the second lift.
-        ok &= data.xpos[socket.body][2] > lift_height_m - 0.05 and data.xpos[peg.body][2] > lift_height_m - 0.05
+        ok &= (
+            data.xpos[socket.body][2] > lift_height_m - 0.05
+            and data.xpos[peg.body][2] > lift_height_m - 0.05
+        )
         if ok:
             qpos.append(data.qpos.copy())
             ctrl.append(data.ctrl.copy())
     return np.stack(qpos).astype(np.float32), np.stack(ctrl).astype(np.float32)
 
 
-def domain_randomize(model: mjx.Model, rng: jax.Array, config: config_dict.ConfigDict | None = None):
+def domain_randomize(
+    model: mjx.Model, rng: jax.Array, config: config_dict.ConfigDict | None = None
+):
     """Per-env physics: object masses, friction, actuator gains, joint damping (both arms)."""
     dr = (config or default_config()).dr
     ids = _ids()

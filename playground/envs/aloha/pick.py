@@ -60,7 +60,13 @@ def default_config() -> config_dict.ConfigDict:
             target_z_m=(0.10, 0.25),  # above the table
         ),
         reward=config_dict.create(
-            reach=1.0, grasp=1.0, lift=2.0, target=4.0, success=2.0, action_rate=0.02, joint_vel=0.002
+            reach=1.0,
+            grasp=1.0,
+            lift=2.0,
+            target=4.0,
+            success=2.0,
+            action_rate=0.02,
+            joint_vel=0.002,
         ),
         success=config_dict.create(pos_tol_m=0.025, tilt_tol_rad=float(np.deg2rad(15.0))),
         lift_height_m=0.08,  # lift reward saturates this far above the table
@@ -129,8 +135,10 @@ class AlohaS2RPick(MjxEnv):
         kt = jax.random.split(k_t, 3)
         target = jnp.array(
             [
-                self._arm.base_pos[0] + jax.random.uniform(kt[0], minval=cfg.target_x_m[0], maxval=cfg.target_x_m[1]),
-                self._arm.base_pos[1] + jax.random.uniform(kt[1], minval=cfg.target_y_m[0], maxval=cfg.target_y_m[1]),
+                self._arm.base_pos[0]
+                + jax.random.uniform(kt[0], minval=cfg.target_x_m[0], maxval=cfg.target_x_m[1]),
+                self._arm.base_pos[1]
+                + jax.random.uniform(kt[1], minval=cfg.target_y_m[0], maxval=cfg.target_y_m[1]),
                 jax.random.uniform(kt[2], minval=cfg.target_z_m[0], maxval=cfg.target_z_m[1]),
             ]
         )
@@ -173,7 +181,9 @@ class AlohaS2RPick(MjxEnv):
         }
         # Keep metric keys added by outer code (brax adds its own); ours are overwritten.
         metrics = {**state.metrics, **terms}
-        return state.replace(data=data, obs=obs, reward=reward, done=done, metrics=metrics, info=info)
+        return state.replace(
+            data=data, obs=obs, reward=reward, done=done, metrics=metrics, info=info
+        )
 
     # ----- observation, reward, termination -----
     def _observe(self, data: mjx.Data, target: jax.Array, rng: jax.Array):
@@ -219,7 +229,9 @@ class AlohaS2RPick(MjxEnv):
         return (off_table | unstable).astype(jnp.float32)
 
 
-def domain_randomize(model: mjx.Model, rng: jax.Array, config: config_dict.ConfigDict | None = None):
+def domain_randomize(
+    model: mjx.Model, rng: jax.Array, config: config_dict.ConfigDict | None = None
+):
     """Per-env physics: block size and mass, friction, actuator gains, joint damping.
 
     Returns (batched model, in_axes) for `rng` of shape `[B, 2]`.
@@ -229,9 +241,13 @@ def domain_randomize(model: mjx.Model, rng: jax.Array, config: config_dict.Confi
 
     def sample(m: mjx.Model, key: jax.Array) -> dict[str, Any]:
         k_size, k_mass, k_fric, k_gain, k_damp = jax.random.split(key, 5)
-        half = jax.random.uniform(k_size, minval=dr.block_half_size_m[0], maxval=dr.block_half_size_m[1])
+        half = jax.random.uniform(
+            k_size, minval=dr.block_half_size_m[0], maxval=dr.block_half_size_m[1]
+        )
         mass = jax.random.uniform(k_mass, minval=dr.block_mass_kg[0], maxval=dr.block_mass_kg[1])
-        box = randomize.set_box(m, env_ids["block_geom"], env_ids["block_body"], jnp.full(3, half), mass)
+        box = randomize.set_box(
+            m, env_ids["block_geom"], env_ids["block_body"], jnp.full(3, half), mass
+        )
         return randomize.merge(
             box,
             randomize.scale_friction(m, k_fric, env_ids["friction_geoms"], dr.friction_scale),
@@ -247,7 +263,8 @@ def _ids() -> dict[str, Any]:
     m = mujoco.MjModel.from_xml_path(str(c.PICK_XML))
     arm = arm_lib.find_arm(m, "left/")
     friction_geoms = [m.geom("block").id, m.geom("table").id] + [
-        m.geom(f"left/{g}").id for g in ("left_pad_top", "left_pad_bottom", "right_pad_top", "right_pad_bottom")
+        m.geom(f"left/{g}").id
+        for g in ("left_pad_top", "left_pad_bottom", "right_pad_top", "right_pad_bottom")
     ]
     return {
         "block_geom": m.geom("block").id,
