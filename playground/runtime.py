@@ -4,8 +4,18 @@ Everything here must happen before JAX initialises its backend (the first comput
 `playground/__init__.py` calls `configure()` on import. Flags the user already set win.
 
 Why these flags: on CPU, XLA's fusion emitters turn MJX's kinematics tree pass into a pathological
-loop (measured on 2 cores with AlohaS2RPick: see README, "Benchmarks"); disabling them makes the
+loop (measured on 2 cores with AlohaS2RPick: see README, "CPU speed"); disabling them makes the
 physics step about an order of magnitude faster and changes no result.
+
+Why the linear-algebra lowering: MJX factors the mass matrix (and the Newton solver's Hessian) with
+`jax.scipy.linalg.cho_factor` every physics step. Under `vmap`, jaxlib lowers that on CPU to one
+batched LAPACK call (`lapack_spotrf_ffi`) that splits the batch with `ParallelBatchMap` into tasks
+on XLA's intra-op thread pool, then blocks the pool thread it runs on until they finish. When
+XLA runs two such calls at once on a 2-core machine, both pool threads block waiting for tasks
+that no free thread will ever run: the process hangs, idle (seen with gdb at batch 128 to 256;
+the same hang the peers' Aloha scene showed). We lower those two primitives on CPU to code that runs
+inside the calling thunk, with no nested parallelism (`playground.cpu_linalg`): unrolled for the
+small matrices MJX factors, XLA's HLO ops for large ones.
 """
 
 from __future__ import annotations
@@ -32,10 +42,11 @@ def merge_xla_flags(existing: str, wanted: tuple[str, ...]) -> str:
 
 
 def configure(cache_dir: str | os.PathLike | None = None) -> None:
-    """Sets CPU XLA flags and enables the persistent compilation cache (idempotent).
+    """Sets CPU XLA flags, the CPU linear-algebra lowering and the compilation cache (idempotent).
 
-    Set `S2R_NO_XLA_FLAGS=1` to leave XLA_FLAGS untouched (for benchmarking the defaults) and
-    `S2R_JAX_CACHE_DIR` to move the cache (`none` disables it).
+    Set `S2R_NO_XLA_FLAGS=1` to leave XLA_FLAGS untouched (for benchmarking the defaults),
+    `S2R_LAPACK_ON_CPU=1` to keep jaxlib's LAPACK lowering, and `S2R_JAX_CACHE_DIR` to move the
+    cache (`none` disables it).
     """
     global _configured
     if _configured:
@@ -43,6 +54,8 @@ def configure(cache_dir: str | os.PathLike | None = None) -> None:
     _configured = True
     if os.environ.get("S2R_NO_XLA_FLAGS", "") not in ("1", "true"):
         os.environ["XLA_FLAGS"] = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), CPU_XLA_FLAGS)
+    if os.environ.get("S2R_LAPACK_ON_CPU", "") not in ("1", "true"):
+        use_xla_linalg_on_cpu()
     cache = os.environ.get("S2R_JAX_CACHE_DIR") or cache_dir or DEFAULT_CACHE_DIR
     if str(cache).lower() == "none":
         return
@@ -53,3 +66,10 @@ def configure(cache_dir: str | os.PathLike | None = None) -> None:
     # Cache even quick compiles: on 2 CPU cores many small jits add up across test processes.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def use_xla_linalg_on_cpu() -> bool:
+    """Lowers Cholesky and triangular solve on CPU without batched LAPACK (see module doc)."""
+    from playground import cpu_linalg
+
+    return cpu_linalg.register_cpu_lowerings()
