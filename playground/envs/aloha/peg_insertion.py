@@ -33,7 +33,7 @@ import numpy as np
 from ml_collections import config_dict
 from mujoco import mjx
 
-from playground.envs import delays, randomize
+from playground.envs import control, delays, randomize
 from playground.envs.aloha import arm as arm_lib
 from playground.envs.aloha import constants as c
 from playground.envs.aloha import scripted
@@ -117,9 +117,9 @@ class AlohaS2RPegInsertion(MjxEnv):
         }
         self._home_qpos = jnp.asarray(m.keyframe("home").qpos)
         self._home_ctrl = jnp.asarray(m.keyframe("home").ctrl)
-        self._ctrl_lo = jnp.asarray(m.actuator_ctrlrange[:, 0])
-        self._ctrl_hi = jnp.asarray(m.actuator_ctrlrange[:, 1])
-        self._act_pmf = delays.skewed_delay_pmf(cfg.delay.action_history, cfg.delay.skew)
+        self._control = control.DeltaPositionControl.from_model(
+            m, cfg.action_scale, cfg.delay.action_history, cfg.delay.skew
+        )
         self._obs_pmf = delays.skewed_delay_pmf(cfg.delay.obs_history, cfg.delay.skew)
         self._targets = (jnp.asarray(cfg.socket_target_m), jnp.asarray(cfg.peg_target_m))
         self._pick_policy = None
@@ -187,7 +187,7 @@ class AlohaS2RPegInsertion(MjxEnv):
         info = {
             "rng": rng,
             "has_switched": switched,
-            "action_history": jnp.zeros((self.config.delay.action_history, self.action_size)),
+            "action_history": self._control.initial_history(),
             "obs_history": delays.init_history(noisy, self.config.delay.obs_history),
             "pick_obs_history": delays.init_history(pick_obs, self.config.delay.obs_history),
             "last_action": jnp.zeros(self.action_size),
@@ -231,11 +231,7 @@ class AlohaS2RPegInsertion(MjxEnv):
                 [self._pick_policy({"state": pick_obs[i]}, k_pick) for i in range(2)]
             )
             action = jnp.where(switched > 0, action, pick_action)
-        history = delays.push(info["action_history"], action)
-        applied = delays.delayed(history, k_act, self._act_pmf)
-        ctrl = jnp.clip(
-            state.data.ctrl + self.config.action_scale * applied, self._ctrl_lo, self._ctrl_hi
-        )
+        ctrl, history = self._control.apply(state.data.ctrl, info["action_history"], action, k_act)
         data = self.physics_step(state.data, ctrl)
 
         if self._pick_policy is not None:

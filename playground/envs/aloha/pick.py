@@ -25,7 +25,7 @@ import numpy as np
 from ml_collections import config_dict
 from mujoco import mjx
 
-from playground.envs import delays, randomize
+from playground.envs import control, delays, randomize
 from playground.envs.aloha import arm as arm_lib
 from playground.envs.aloha import constants as c
 from playground.envs.base import MjxEnv, State
@@ -93,10 +93,10 @@ class AlohaS2RPick(MjxEnv):
         self._home_qpos = jnp.asarray(m.keyframe("home").qpos)
         self._home_ctrl = jnp.asarray(m.keyframe("home").ctrl)
         cfg = self.config
-        self._act_pmf = delays.skewed_delay_pmf(cfg.delay.action_history, cfg.delay.skew)
         self._obs_pmf = delays.skewed_delay_pmf(cfg.delay.obs_history, cfg.delay.skew)
-        self._ctrl_lo = jnp.asarray(m.actuator_ctrlrange[:, 0])
-        self._ctrl_hi = jnp.asarray(m.actuator_ctrlrange[:, 1])
+        self._control = control.DeltaPositionControl.from_model(
+            m, cfg.action_scale, cfg.delay.action_history, cfg.delay.skew
+        )
 
     def load_mj_model(self) -> mujoco.MjModel:
         return mujoco.MjModel.from_xml_path(str(c.PICK_XML))
@@ -149,7 +149,7 @@ class AlohaS2RPick(MjxEnv):
         info = {
             "rng": rng,
             "target_pos": target,
-            "action_history": jnp.zeros((self.config.delay.action_history, self.action_size)),
+            "action_history": self._control.initial_history(),
             "obs_history": delays.init_history(obs_noisy, self.config.delay.obs_history),
             "last_action": jnp.zeros(self.action_size),
         }
@@ -162,10 +162,7 @@ class AlohaS2RPick(MjxEnv):
         action = jnp.clip(self.check_action(action), -1.0, 1.0)
         info = dict(state.info)
         rng, k_act, k_obs, k_noise = jax.random.split(info["rng"], 4)
-        history = delays.push(info["action_history"], action)
-        applied = delays.delayed(history, k_act, self._act_pmf)
-        ctrl = state.data.ctrl + self.config.action_scale * applied
-        ctrl = jnp.clip(ctrl, self._ctrl_lo, self._ctrl_hi)
+        ctrl, history = self._control.apply(state.data.ctrl, info["action_history"], action, k_act)
         data = self.physics_step(state.data, ctrl)
 
         obs_noisy, privileged = self._observe(data, info["target_pos"], k_noise)
