@@ -1,6 +1,6 @@
 """The CPU demo of the pipeline as it stands: tasks, physics, randomisation, and brax training.
 
-    python scripts/demo.py            # about 4 minutes on 2 CPU cores the first time
+    python scripts/demo.py            # 7 minutes on 2 CPU cores the first time (cold cache)
     python scripts/demo.py --quick    # skip the PPO stage
 
 Stages, each printing its result:
