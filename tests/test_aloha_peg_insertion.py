@@ -4,6 +4,7 @@ import pickle
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from mujoco import mjx
@@ -33,29 +34,9 @@ def _inserted_pose(socket_pos, socket_rot, depth):
     axis = socket_rot[:, 0]
     tip = socket_pos + 0.048 * axis - depth * axis
     peg_rot = socket_rot @ np.diag([-1.0, -1.0, 1.0])  # 180 deg about the socket's z
-    centre = tip - 0.048 * peg_rot[:, 0]
-    w = np.sqrt(max(1e-12, 1 + np.trace(peg_rot))) / 2
-    quat = (
-        np.array(
-            [
-                w,
-                (peg_rot[2, 1] - peg_rot[1, 2]) / (4 * w),
-                (peg_rot[0, 2] - peg_rot[2, 0]) / (4 * w),
-                (peg_rot[1, 0] - peg_rot[0, 1]) / (4 * w),
-            ]
-        )
-        if w > 1e-3
-        else _quat_180(peg_rot)
-    )
-    return centre, quat
-
-
-def _quat_180(r):
-    import mujoco
-
-    q = np.zeros(4)
-    mujoco.mju_mat2Quat(q, r.reshape(-1))
-    return q
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, peg_rot.reshape(-1))
+    return tip - 0.048 * peg_rot[:, 0], quat
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +58,6 @@ def test_success_when_inserted_not_before(peg, terms_at):
     qpos = np.asarray(peg.reset_batch(0).data.qpos[0])
     sp = qpos[socket.qpos_adr : socket.qpos_adr + 3]
     sq = qpos[socket.qpos_adr + 3 : socket.qpos_adr + 7]
-    import mujoco
-
     srot = np.zeros(9)
     mujoco.mju_quat2Mat(srot, sq)
     srot = srot.reshape(3, 3)
