@@ -17,6 +17,7 @@ from ml_collections import config_dict
 
 from playground.envs.aloha import peg_insertion, pick
 from playground.envs.base import MjxEnv
+from playground.envs.franka import reach
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ _REGISTRY: dict[str, _Entry] = {
         peg_insertion.default_config,
         peg_insertion.domain_randomize,
     ),
+    "FrankaReach": _Entry(reach.FrankaReach, reach.default_config, reach.domain_randomize),
 }
 
 ALL_ENVS: tuple[str, ...] = tuple(_REGISTRY)

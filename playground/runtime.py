@@ -52,6 +52,10 @@ def configure(cache_dir: str | os.PathLike | None = None) -> None:
     if _configured:
         return
     _configured = True
+    # mujoco picks its OpenGL backend when imported; without a display, GLFW cannot start, and
+    # EGL (headless) is what rollout videos need. An explicit MUJOCO_GL wins.
+    if not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
+        os.environ["MUJOCO_GL"] = "egl"
     if os.environ.get("S2R_NO_XLA_FLAGS", "") not in ("1", "true"):
         os.environ["XLA_FLAGS"] = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), CPU_XLA_FLAGS)
     if os.environ.get("S2R_LAPACK_ON_CPU", "") not in ("1", "true"):

@@ -55,6 +55,11 @@ def peg() -> Compiled:
 
 
 @pytest.fixture(scope="session")
+def reach() -> Compiled:
+    return _compiled("FrankaReach")
+
+
+@pytest.fixture(scope="session")
 def compiled_envs(pick, peg) -> dict[str, Compiled]:
     return {"AlohaS2RPick": pick, "AlohaS2RPegInsertion": peg}
 

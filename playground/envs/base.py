@@ -43,6 +43,18 @@ class State:
     info: dict[str, Any]
 
 
+def sanitize(obs: Observation, reward: jax.Array) -> tuple[Observation, jax.Array]:
+    """Non-finite observations and rewards become 0.
+
+    A diverged physics state also ends its episode (each task's `done`); this keeps its last
+    values from poisoning a learner's normaliser, losses or replay data before the reset.
+    """
+    clean = jax.tree_util.tree_map(
+        lambda x: jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), obs
+    )
+    return clean, jnp.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 class MjxEnv(abc.ABC):
     """Base of every task: model loading, physics switch, timing and action checks."""
 

@@ -37,7 +37,7 @@ from playground.envs import control, delays, randomize
 from playground.envs.aloha import arm as arm_lib
 from playground.envs.aloha import constants as c
 from playground.envs.aloha import scripted
-from playground.envs.base import MjxEnv, State
+from playground.envs.base import MjxEnv, State, sanitize
 
 PHASE1_MODES = ("lifted", "policy")
 # Where each arm grips its object, in the object's frame: at its centre of mass, so gravity
@@ -257,6 +257,7 @@ class AlohaS2RPegInsertion(MjxEnv):
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
+        obs, reward = sanitize(obs, reward)
         return state.replace(
             data=data,
             obs=obs,

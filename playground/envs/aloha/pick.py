@@ -28,7 +28,7 @@ from mujoco import mjx
 from playground.envs import control, delays, randomize
 from playground.envs.aloha import arm as arm_lib
 from playground.envs.aloha import constants as c
-from playground.envs.base import MjxEnv, State
+from playground.envs.base import MjxEnv, State, sanitize
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -178,6 +178,7 @@ class AlohaS2RPick(MjxEnv):
         }
         # Keep metric keys added by outer code (brax adds its own); ours are overwritten.
         metrics = {**state.metrics, **terms}
+        obs, reward = sanitize(obs, reward)
         return state.replace(
             data=data, obs=obs, reward=reward, done=done, metrics=metrics, info=info
         )

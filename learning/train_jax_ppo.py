@@ -1,0 +1,10 @@
+"""Train a privileged-state teacher: `python learning/train_jax_ppo.py --env_name AlohaS2RPick`.
+
+`--help` lists every flag; the run itself lives in playground/training/teacher.py.
+"""
+
+import playground  # noqa: F401  (XLA flags, compilation cache, headless rendering)
+from playground.training import teacher
+
+if __name__ == "__main__":
+    teacher.main()

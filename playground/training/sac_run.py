@@ -1,0 +1,134 @@
+"""`train_jax_ppo.py --algo sac`: brax's SAC trainer inside the same run folder and logs.
+
+SAC suits the tasks with a flat, low-dimensional policy observation (brax's SAC takes one flat
+observation, so actor and critic both see `state`). brax's SAC owns its loop: it writes its own
+params checkpoints (`<run>/sac_checkpoints/<step>/`, observation normaliser and policy) at every
+evaluation, and `--load_checkpoint_path` warm-starts from the latest of them with a fresh replay
+buffer, optimiser and step counter (brax restores nothing more). Evaluation on held-out seeds,
+the learning curve, TensorBoard and the video are the same as for PPO.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from brax.training.agents.sac import networks as sac_networks
+from brax.training.agents.sac import train as sac
+
+from playground.envs.wrappers import wrap_for_brax_training
+from playground.training import evaluate, run_logger, video
+from playground.training.ppo import bind_randomizer
+from playground.training.teacher import _train_config, _write_json
+
+SAC_CHECKPOINTS = "sac_checkpoints"
+
+
+def _latest_brax_checkpoint(run_dir: Path) -> Path | None:
+    root = run_dir / SAC_CHECKPOINTS
+    steps = sorted(p for p in root.glob("*") if p.name.isdigit()) if root.is_dir() else []
+    return steps[-1] if steps else None
+
+
+def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dict[str, Any]:
+    if args.play_only:
+        raise ValueError(
+            "--play_only evaluates PPO runs; a SAC run's final.json holds its evaluation."
+        )
+    cfg = _train_config(run_config)
+    episode_length = env.config.episode_length if cfg.episode_length <= 0 else cfg.episode_length
+    restore = None
+    if args.load_checkpoint_path:
+        restore = _latest_brax_checkpoint(run_dir)
+        if restore is None:
+            raise FileNotFoundError(f"No SAC checkpoint under {run_dir / SAC_CHECKPOINTS}.")
+    network_factory = functools.partial(
+        sac_networks.make_sac_networks,
+        hidden_layer_sizes=tuple(cfg.network.hidden_layer_sizes),
+        activation=getattr(jax.nn, cfg.network.activation),
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", run_config)
+    logger = run_logger.RunLogger(
+        run_dir,
+        cfg.num_timesteps,
+        0,
+        use_tb=args.use_tb,
+        use_wandb=args.use_wandb,
+        config=run_config,
+        show_progress=args.progress,
+    )
+    logger.write(
+        f"{run_config['env_name']} (SAC): {cfg.num_timesteps:,} env steps; run folder {run_dir}"
+    )
+    t0 = time.perf_counter()
+    make_policy, params, _ = sac.train(
+        environment=env,
+        num_timesteps=cfg.num_timesteps,
+        episode_length=episode_length,
+        wrap_env_fn=functools.partial(wrap_for_brax_training, observation_key="state"),
+        action_repeat=cfg.action_repeat,
+        num_envs=cfg.num_envs,
+        num_eval_envs=cfg.num_eval_envs,
+        learning_rate=cfg.learning_rate,
+        discounting=cfg.discounting,
+        seed=run_config["seed"],
+        batch_size=cfg.batch_size,
+        num_evals=cfg.num_evals,
+        normalize_observations=cfg.normalize_observations,
+        max_devices_per_host=args.max_devices_per_host,
+        reward_scaling=cfg.reward_scaling,
+        min_replay_size=cfg.min_replay_size,
+        max_replay_size=cfg.max_replay_size,
+        grad_updates_per_step=cfg.grad_updates_per_step,
+        deterministic_eval=True,
+        network_factory=network_factory,
+        randomization_fn=randomizer,
+        progress_fn=lambda step, m: logger.log(step, {k: float(v) for k, v in m.items()}),
+        checkpoint_logdir=str(run_dir / SAC_CHECKPOINTS),
+        restore_checkpoint_path=str(restore) if restore else None,
+    )
+    wall = time.perf_counter() - t0
+
+    def policy_on_dict(p, deterministic=True):
+        inner = make_policy(p, deterministic)
+        return lambda obs, key: inner(obs["state"], key)
+
+    eval_randomizer = bind_randomizer(
+        randomizer, jax.random.PRNGKey(run_config["seed"] + 11), cfg.num_eval_envs
+    )
+    evaluator = evaluate.make_evaluator(
+        env, policy_on_dict, cfg.num_eval_envs, episode_length, cfg.action_repeat, eval_randomizer
+    )
+    rng = jax.random.PRNGKey(run_config["seed"] + evaluate.HELD_OUT_SEED_OFFSET)
+    final_eval = {k: float(v) for k, v in evaluator(params, rng).items()}
+    summary = {
+        "env_name": run_config["env_name"],
+        "algo": "sac",
+        "env_steps": cfg.num_timesteps,
+        "success_rate": final_eval["eval/success_rate"],
+        "episode_reward": final_eval["eval/episode_reward"],
+        "eval_episodes": cfg.num_eval_envs,
+        "wall_seconds": wall,
+        "checkpoint": str(_latest_brax_checkpoint(run_dir)),
+        "run_dir": str(run_dir),
+    }
+    if args.render_final_policy:
+        path, success = video.write_rollout_video(
+            env,
+            policy_on_dict(params),
+            run_dir / "rollout.mp4",
+            jax.random.PRNGKey(run_config["seed"]),
+            num_episodes=args.num_videos,
+        )
+        summary["video"], summary["video_success"] = str(path), float(np.mean(success))
+    _write_json(run_dir / "final.json", summary)
+    logger.write(
+        f"done: held-out success {summary['success_rate']:.0%} over {cfg.num_eval_envs} episodes"
+    )
+    logger.close()
+    return summary

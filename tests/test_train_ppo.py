@@ -1,0 +1,233 @@
+"""learning/train_jax_ppo.py: learning on CPU, run outputs, checkpoints, resume, devices, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from playground import registry
+from playground.training import checkpoint, policy_file, teacher
+from playground.training.ppo import PPOTrainer
+from playground.training.ppo_params import ppo_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "learning" / "train_jax_ppo.py"
+# Two epochs of 81,920 steps: FrankaReach's default hyperparameters, a shorter run.
+REACH_FLAGS = [
+    "--env_name",
+    "FrankaReach",
+    "--num_timesteps",
+    "163840",
+    "--num_evals",
+    "3",
+    "--noprogress",
+]
+
+
+@pytest.fixture(scope="module")
+def reach_run(tmp_path_factory) -> tuple[Path, dict]:
+    logdir = tmp_path_factory.mktemp("runs")
+    summary = teacher.main([*REACH_FLAGS, "--logdir", str(logdir), "--num_videos", "1"])
+    return Path(summary["run_dir"]), summary
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_reach_teacher_learns_on_cpu(reach_run):
+    run_dir, summary = reach_run
+    assert summary["success_rate"] >= 0.9, summary
+    rows = [r for r in _metrics(run_dir) if "eval/success_rate" in r]
+    assert [r["step"] for r in rows] == [0, 81920, 163840]
+    assert rows[0]["eval/success_rate"] < 0.5 < rows[-1]["eval/success_rate"]
+    assert rows[-1]["eval/episode_reward"] > rows[0]["eval/episode_reward"] + 20
+
+
+def test_run_folder_has_every_output(reach_run):
+    run_dir, summary = reach_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env_name"] == "FrankaReach" and config["train"]["num_timesteps"] == 163840
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+    assert (run_dir / "rollout.mp4").stat().st_size > 1000
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [81920, 163840]
+    keys = set(_metrics(run_dir)[-1])
+    for key in (
+        "training/sps",
+        "training/total_loss",
+        "training/episode_sum_reward",
+        "training/episode_reach",
+        "eval/episode_success",
+        "eval/episode_length",
+    ):
+        assert key in keys
+    # The policy file drives the env on its own (as peg insertion, DAgger and export read it).
+    policy, payload = policy_file.load_policy_fn(summary["policy"], "FrankaReach")
+    env = registry.load("FrankaReach")
+    state = env.reset(jax.random.PRNGKey(3))
+    action = policy(state.obs, jax.random.PRNGKey(0))
+    assert action.shape == (3,) and payload["extra"]["env_steps"] == 163840
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    env = registry.load("FrankaReach")
+    cfg = ppo_config("FrankaReach")
+    trainer = PPOTrainer(env, cfg, seed=5)
+    state = trainer.init_state()
+    # Perturb every leaf so that a restore from fresh init could not pass by accident.
+    state = jax.tree.map(jnp.asarray, state)
+    state = jax.tree.map(lambda x: x + jnp.ones_like(x) if x.dtype.kind == "f" else x, state)
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints")
+    ckpt.save(1234, state, {"env_name": "FrankaReach", "n": 1})
+    ckpt.close()
+    restored, config, step = checkpoint.restore(tmp_path, trainer.init_state())
+    assert step == 1234 and config == {"env_name": "FrankaReach", "n": 1}
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert jax.tree.structure(state) == jax.tree.structure(jax.tree.map(jnp.asarray, restored))
+
+
+def test_sigkill_then_resume_loses_nothing_before_the_checkpoint(tmp_path, reach_run):
+    """A run killed with SIGKILL after its first checkpoint resumes at that step, same config."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            *REACH_FLAGS,
+            "--logdir",
+            str(tmp_path),
+            "--norender_final_policy",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 400
+        first = None
+        while time.time() < deadline and proc.poll() is None:
+            found = list(tmp_path.glob("FrankaReach-*/checkpoints/81920/state"))
+            if found and (found[0].parent / "_CHECKPOINT_METADATA").exists():
+                first = found[0].parent
+                break
+            time.sleep(0.5)
+        assert first is not None, proc.stdout.read().decode() if proc.poll() is not None else ""
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = first.parent.parent
+    config_before = json.loads((run_dir / "config.json").read_text())
+    summary = teacher.main(
+        ["--load_checkpoint_path", str(run_dir), "--norender_final_policy", "--noprogress"]
+    )
+    assert summary["env_steps"] == 163840
+    assert json.loads((run_dir / "config.json").read_text()) == config_before
+    steps = [r["step"] for r in _metrics(run_dir) if "training/sps" in r]
+    assert steps[0] == 81920 and steps[-1] == 163840, steps  # nothing retrained from 0
+    assert summary["success_rate"] >= 0.5
+
+
+def test_resume_and_checkpoint_errors_name_the_file(tmp_path, reach_run, capsys):
+    run_dir, _ = reach_run
+    with pytest.raises(SystemExit):
+        teacher.main(["--load_checkpoint_path", str(tmp_path / "missing")])
+    assert str(tmp_path / "missing") in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    latest = broken / "checkpoints" / "163840" / "state"
+    for f in latest.rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit):
+        teacher.main(["--load_checkpoint_path", str(broken), "--noprogress"])
+    err = capsys.readouterr().err
+    assert str(latest) in err and "corrupt" in err
+
+    with pytest.raises(SystemExit):
+        teacher.main(["--load_checkpoint_path", str(run_dir / "checkpoints" / "81920")])
+    assert "not the run's latest checkpoint" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        teacher.main(["--load_checkpoint_path", str(run_dir), "--learning_rate", "0.1"])
+    assert "--learning_rate" in capsys.readouterr().err
+
+
+def test_unknown_flags_and_env_names_are_clear_errors(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        teacher.main(["--env_name", "FrankaReach", "--num_timestep", "5"])
+    assert e.value.code == 2 and "unrecognized arguments: --num_timestep" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        teacher.main(["--env_name", "FrankaRech", "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "FrankaReach" in err and "AlohaS2RPick" in err
+    with pytest.raises(SystemExit):
+        teacher.main(["--env_name", "FrankaReach", "--num_envs", "100", "--logdir", str(tmp_path)])
+    assert "batch_size * num_minibatches" in capsys.readouterr().err
+    help_text = teacher.build_parser().format_help()
+    for flag in (
+        "--env_name",
+        "--num_timesteps",
+        "--domain_randomization",
+        "--load_checkpoint_path",
+        "--use_tb",
+        "--use_wandb",
+        "--render_final_policy",
+        "--suffix",
+        "--play_only",
+    ):
+        assert flag in help_text
+
+
+def test_two_devices_train_with_the_same_metrics(tmp_path, reach_run):
+    """Data-parallel over 2 host devices: the batch splits evenly and the run logs the same keys."""
+    flags = [
+        "--env_name",
+        "FrankaReach",
+        "--num_timesteps",
+        "5120",
+        "--num_evals",
+        "2",
+        "--num_minibatches",
+        "4",
+        "--num_updates_per_batch",
+        "1",
+        "--noprogress",
+        "--norender_final_policy",
+        "--domain_randomization",
+        "--logdir",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "on 2 device(s)" in out.stdout + out.stderr
+    run_dir = next(tmp_path.glob("FrankaReach-*"))
+    two = _metrics(run_dir)[-1]
+    one = _metrics(reach_run[0])[-1]
+    assert set(two) == set(one)
+    assert all(np.isfinite(v) for v in two.values())
+    assert json.loads((run_dir / "final.json").read_text())["device"] == "cpu x2"
