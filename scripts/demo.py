@@ -1,19 +1,19 @@
-"""The CPU demo of the pipeline as it stands: tasks, physics, randomisation, and brax training.
+"""The CPU demo of the pipeline as it stands: tasks, physics, randomisation, teacher training.
 
-    python scripts/demo.py            # 7 minutes on 2 CPU cores the first time (cold cache)
-    python scripts/demo.py --quick    # skip the PPO stage
+    python scripts/demo.py            # about 8 minutes on 2 CPU cores the first time (cold cache)
+    python scripts/demo.py --quick    # skip the teacher-training stage
 
 Stages, each printing its result:
 1. Feasibility: a scripted grasp-and-lift (native MuJoCo) picks the AlohaS2RPick block.
 2. Batched MJX rollout of AlohaS2RPick with per-env domain randomisation: env steps/s, rewards.
 3. AlohaS2RPegInsertion from its lifted start: both arms hold their objects.
-4. A short Brax PPO run on AlohaS2RPick through the training wrapper (asymmetric actor-critic).
+4. Teacher training with learning/train_jax_ppo.py on FrankaReach (PPO, asymmetric actor-critic)
+   to >= 90% held-out success, with its run folder: checkpoints, logs, curve, policy, video.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
@@ -102,61 +102,47 @@ def peg_lifted_start() -> None:
     print(f"({time.perf_counter() - t:.1f} s)")
 
 
-def short_ppo(num_timesteps: int) -> None:
-    from brax.training.agents.ppo import networks as ppo_networks
-    from brax.training.agents.ppo import train as ppo
+def teacher(num_timesteps: int, logdir: str) -> None:
+    from playground.training import teacher as teacher_cli
 
     t = stage(
-        f"4. Brax PPO on AlohaS2RPick, {num_timesteps:,} env steps (a smoke run, not a teacher)"
+        f"4. Teacher training (learning/train_jax_ppo.py): FrankaReach, {num_timesteps:,} steps"
     )
-    env = registry.load("AlohaS2RPick")
-
-    def progress(step, metrics):
-        print(
-            f"  step {step:>7,}: eval reward {float(metrics['eval/episode_reward']):7.2f}, "
-            f"success steps/episode {float(metrics.get('eval/episode_success', 0.0)):.2f}  "
-            f"[{time.perf_counter() - t:.0f} s]",
-            flush=True,
-        )
-
-    ppo.train(
-        environment=env,
-        num_timesteps=num_timesteps,
-        episode_length=40,
-        num_envs=32,
-        batch_size=32,
-        num_minibatches=4,
-        unroll_length=10,
-        num_updates_per_batch=2,
-        num_evals=3,
-        num_eval_envs=32,
-        learning_rate=1e-3,
-        entropy_cost=1e-2,
-        discounting=0.97,
-        normalize_observations=True,
-        wrap_env_fn=wrap_for_brax_training,
-        randomization_fn=registry.get_domain_randomizer("AlohaS2RPick"),
-        network_factory=functools.partial(
-            ppo_networks.make_ppo_networks,
-            policy_hidden_layer_sizes=(32, 32),
-            value_hidden_layer_sizes=(64, 64),
-            policy_obs_key="state",
-            value_obs_key="privileged_state",
-        ),
-        progress_fn=progress,
-        seed=0,
+    summary = teacher_cli.main(
+        [
+            "--env_name",
+            "FrankaReach",
+            "--num_timesteps",
+            str(num_timesteps),
+            "--num_evals",
+            "3",
+            "--logdir",
+            logdir,
+            "--num_videos",
+            "1",
+        ]
     )
+    print(
+        f"held-out success {summary['success_rate']:.0%} over {summary['eval_episodes']} "
+        f"episodes; run folder {summary['run_dir']} (policy.pkl, checkpoints/, tb/, "
+        f"learning_curve.png, rollout.mp4)"
+    )
+    print(f"({time.perf_counter() - t:.1f} s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="skip the PPO stage")
+    parser.add_argument("--quick", action="store_true", help="skip the teacher-training stage")
     parser.add_argument("--batch", type=int, default=64, help="envs in the rollout stage")
     parser.add_argument(
-        "--ppo_timesteps", type=int, default=10_240, help="env steps in the PPO stage"
+        "--teacher_timesteps",
+        type=int,
+        default=163_840,
+        help="env steps of the FrankaReach teacher",
     )
+    parser.add_argument("--logdir", default="logs", help="where the teacher's run folder goes")
     args = parser.parse_args()
     start = time.perf_counter()
     print(
@@ -167,7 +153,7 @@ def main() -> None:
     batched_rollout(args.batch, 20)
     peg_lifted_start()
     if not args.quick:
-        short_ppo(args.ppo_timesteps)
+        teacher(args.teacher_timesteps, args.logdir)
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s.")
 
 

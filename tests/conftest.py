@@ -20,6 +20,22 @@ from playground.envs.base import MjxEnv, State
 BATCH = 4
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", help="also run tests marked slow (left out by default)"
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `slow` are deselected (not skipped) unless `--slow` is given."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @dataclasses.dataclass
 class Compiled:
     env: MjxEnv
@@ -60,8 +76,8 @@ def reach() -> Compiled:
 
 
 @pytest.fixture(scope="session")
-def compiled_envs(pick, peg) -> dict[str, Compiled]:
-    return {"AlohaS2RPick": pick, "AlohaS2RPegInsertion": peg}
+def compiled_envs(pick, peg, reach) -> dict[str, Compiled]:
+    return {"AlohaS2RPick": pick, "AlohaS2RPegInsertion": peg, "FrankaReach": reach}
 
 
 def set_free_body(state: State, qpos_adr: int, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> State:

@@ -231,3 +231,39 @@ def test_two_devices_train_with_the_same_metrics(tmp_path, reach_run):
     assert set(two) == set(one)
     assert all(np.isfinite(v) for v in two.values())
     assert json.loads((run_dir / "final.json").read_text())["device"] == "cpu x2"
+
+
+@pytest.mark.slow
+def test_sac_flag_trains_evaluates_and_warm_starts(tmp_path):
+    """--algo sac: brax SAC in the same run folder; a resume warm-starts from its checkpoint."""
+    flags = [
+        "--env_name",
+        "FrankaReach",
+        "--algo",
+        "sac",
+        "--num_timesteps",
+        "4096",
+        "--num_evals",
+        "2",
+        "--num_envs",
+        "64",
+        "--min_replay_size",
+        "1024",
+        "--grad_updates_per_step",
+        "1",
+        "--noprogress",
+        "--norender_final_policy",
+    ]
+    summary = teacher.main([*flags, "--logdir", str(tmp_path)])
+    run_dir = Path(summary["run_dir"])
+    assert summary["algo"] == "sac" and 0.0 <= summary["success_rate"] <= 1.0
+    assert Path(summary["checkpoint"]).is_dir()
+    assert any("eval/episode_reward" in r for r in _metrics(run_dir))
+    again = teacher.main(
+        ["--load_checkpoint_path", str(run_dir), "--noprogress", "--norender_final_policy"]
+    )
+    assert again["run_dir"] == str(run_dir)
+    with pytest.raises(SystemExit):
+        teacher.main(
+            ["--env_name", "FrankaReach", "--grad_updates_per_step", "2", "--logdir", str(tmp_path)]
+        )

@@ -304,7 +304,10 @@ class PPOTrainer:
         sched = self.schedule
         epoch = start_step // sched.env_steps_per_epoch
         step = start_step
-        rng, k_env = jax.random.split(state.rng)
+        rng = state.rng
+        if self.process_count > 1:  # a restored key is host 0's; give each host its own stream
+            rng = jax.random.fold_in(rng, jax.process_index())
+        rng, k_env = jax.random.split(rng)
         env_state = self.reset_envs(k_env)
         replicated = device_put_replicated(
             state.replace(rng=jnp.zeros_like(rng)), self.local_devices
