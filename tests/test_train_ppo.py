@@ -267,3 +267,21 @@ def test_sac_flag_trains_evaluates_and_warm_starts(tmp_path):
         teacher.main(
             ["--env_name", "FrankaReach", "--grad_updates_per_step", "2", "--logdir", str(tmp_path)]
         )
+
+
+def test_play_only_evaluates_without_training(reach_run):
+    run_dir, summary = reach_run
+    before = (run_dir / "metrics.jsonl").read_text()
+    played = teacher.main(
+        [
+            "--load_checkpoint_path",
+            str(run_dir),
+            "--play_only",
+            "--norender_final_policy",
+            "--noprogress",
+        ]
+    )
+    assert played["env_steps"] == summary["env_steps"] == 163840
+    assert played["success_rate"] == pytest.approx(summary["success_rate"])
+    assert (run_dir / "metrics.jsonl").read_text() == before
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [81920, 163840]

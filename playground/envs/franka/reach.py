@@ -59,6 +59,7 @@ def default_config() -> config_dict.ConfigDict:
 
 REWARD_TERMS = ("reach", "success", "action_rate", "joint_vel")
 OBS_SIZE = PROPRIO_SIZE + 3 + 3 + 3  # proprioception, target, target - tcp, last action
+PRIVILEGED_SIZE = OBS_SIZE + 3 + 3  # plus the servo's goal and the TCP velocity
 
 
 class FrankaReach(MjxEnv):
@@ -106,12 +107,13 @@ class FrankaReach(MjxEnv):
         data = data.replace(mocap_pos=data.mocap_pos.at[self._target_mocap].set(target))
         data = mjx.forward(self.mjx_model, data)
         last_action = jnp.zeros(3)
-        noisy, privileged = self._observe(data, target, last_action, k_obs)
+        goal = self._panda.tcp_pos(data)
+        noisy, privileged = self._observe(data, target, goal, last_action, k_obs)
         info = {
             "rng": rng,
             "target_pos": target,
             "action_history": jnp.zeros((self.config.delay.action_history, 3)),
-            "tcp_goal": self._panda.tcp_pos(data),
+            "tcp_goal": goal,
             "obs_history": delays.init_history(noisy, self.config.delay.obs_history),
             "last_action": last_action,
         }
@@ -136,7 +138,7 @@ class FrankaReach(MjxEnv):
         data = self.physics_step(state.data, ctrl)
 
         target = info["target_pos"]
-        noisy, privileged = self._observe(data, target, action, k_noise)
+        noisy, privileged = self._observe(data, target, goal, action, k_noise)
         obs_history = delays.push(info["obs_history"], noisy)
         terms = self.reward_terms(data, target, action, info["last_action"])
         reward = sum(self.config.reward[k] * v for k, v in terms.items())
@@ -163,10 +165,22 @@ class FrankaReach(MjxEnv):
             info=info,
         )
 
-    def _observe(self, data: mjx.Data, target: jax.Array, last_action: jax.Array, rng: jax.Array):
+    def _observe(
+        self,
+        data: mjx.Data,
+        target: jax.Array,
+        goal: jax.Array,
+        last_action: jax.Array,
+        rng: jax.Array,
+    ):
+        """(noisy, delayed-to-be policy observation, privileged observation).
+
+        The privileged view adds what the robot side does not expose: the Cartesian servo's goal
+        (its internal state) and the TCP velocity.
+        """
         proprio = self._panda.proprioception(data)
         tcp = self._panda.tcp_pos(data)
-        privileged = jnp.concatenate([proprio, target, target - tcp, last_action])
+        clean = jnp.concatenate([proprio, target, target - tcp, last_action])
         n = self.config.obs_noise
         scale = jnp.concatenate(
             [
@@ -178,7 +192,9 @@ class FrankaReach(MjxEnv):
                 jnp.zeros(3),
             ]
         )
-        return delays.uniform_noise(rng, privileged, scale), privileged
+        tcp_vel = self._panda.ik.jacobians(self.mjx_model, data)[0] @ data.qvel[self._panda.dof_adr]
+        privileged = jnp.concatenate([clean, goal, tcp_vel])
+        return delays.uniform_noise(rng, clean, scale), privileged
 
     def distance(self, data: mjx.Data, target: jax.Array) -> jax.Array:
         return jnp.linalg.norm(self._panda.tcp_pos(data) - target)
