@@ -17,7 +17,7 @@ from ml_collections import config_dict
 
 from playground.envs.aloha import peg_insertion, pick
 from playground.envs.base import MjxEnv
-from playground.envs.franka import reach
+from playground.envs.franka import grasp, lift, reach
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,8 @@ _REGISTRY: dict[str, _Entry] = {
         peg_insertion.default_config,
         peg_insertion.domain_randomize,
     ),
+    "FrankaGrasp": _Entry(grasp.FrankaGrasp, grasp.default_config, grasp.domain_randomize),
+    "FrankaLift": _Entry(lift.FrankaLift, lift.default_config, lift.domain_randomize),
     "FrankaReach": _Entry(reach.FrankaReach, reach.default_config, reach.domain_randomize),
 }
 

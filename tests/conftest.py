@@ -76,8 +76,24 @@ def reach() -> Compiled:
 
 
 @pytest.fixture(scope="session")
-def compiled_envs(pick, peg, reach) -> dict[str, Compiled]:
-    return {"AlohaS2RPick": pick, "AlohaS2RPegInsertion": peg, "FrankaReach": reach}
+def franka_grasp() -> Compiled:
+    return _compiled("FrankaGrasp")
+
+
+@pytest.fixture(scope="session")
+def franka_lift() -> Compiled:
+    return _compiled("FrankaLift")
+
+
+@pytest.fixture(scope="session")
+def compiled_envs(pick, peg, reach, franka_grasp, franka_lift) -> dict[str, Compiled]:
+    return {
+        "AlohaS2RPick": pick,
+        "AlohaS2RPegInsertion": peg,
+        "FrankaReach": reach,
+        "FrankaGrasp": franka_grasp,
+        "FrankaLift": franka_lift,
+    }
 
 
 def set_free_body(state: State, qpos_adr: int, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> State:

@@ -3,6 +3,7 @@
 from playground.envs.base import XML_DIR
 
 REACH_XML = XML_DIR / "franka" / "reach.xml"
+BOX_XML = XML_DIR / "franka" / "box.xml"
 
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("finger_joint1", "finger_joint2")

@@ -29,6 +29,11 @@ def rotation_error(current: jax.Array, desired: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.cross(current.T, desired.T), axis=0)
 
 
+def _clip_norm(v: jax.Array, max_norm: float) -> jax.Array:
+    norm = jnp.sqrt(jnp.sum(jnp.square(v)) + 1e-12)
+    return v * jnp.minimum(1.0, max_norm / norm)
+
+
 def axis_angle_to_matrix(v: jax.Array) -> jax.Array:
     """Rotation matrix of the axis-angle vector `v` `[3]` (Rodrigues), safe at zero."""
     angle = jnp.sqrt(jnp.sum(jnp.square(v)) + 1e-12)
@@ -53,6 +58,10 @@ class DifferentialIK:
     q_hi: np.ndarray  # [n]
     damping: float = 1e-2
     rot_weight: float = 0.3
+    # One step corrects at most this much: linearisation holds, and an unreachable target pulls
+    # the arm towards it instead of throwing it against its limits.
+    max_step_m: float = 0.1
+    max_step_rad: float = 0.5
 
     def jacobians(self, model: mjx.Model, data: mjx.Data) -> tuple[jax.Array, jax.Array]:
         """Positional and rotational Jacobians of the site, `[3, n]` each."""
@@ -68,6 +77,9 @@ class DifferentialIK:
     ) -> jax.Array:
         """Joint targets `[n]` that move the site by `pos_error` (and turn it by `rot_error`)."""
         jacp, jacr = self.jacobians(model, data)
+        pos_error = _clip_norm(pos_error, self.max_step_m)
+        if rot_error is not None:
+            rot_error = _clip_norm(rot_error, self.max_step_rad)
         if rot_error is None:
             jac, err = jacp, pos_error
         else:
@@ -80,3 +92,27 @@ class DifferentialIK:
         dq = jac.T @ jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(lhs), err)
         q = data.qpos[self.qpos_adr]
         return jnp.clip(q + dq, self.q_lo, self.q_hi)
+
+    def converge(
+        self,
+        model: mjx.Model,
+        data: mjx.Data,
+        pos: jax.Array,
+        rot: jax.Array | None = None,
+        iterations: int = 50,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Iterated IK on kinematics only: (joint angles `[n]`, final position error in m).
+
+        For placing the arm at a pose (scripted starts, tests); within joint limits, and for an
+        unreachable target it stops at the nearest pose the damped steps find.
+        """
+
+        def body(_, d):
+            d = mjx.com_pos(model, mjx.kinematics(model, d))
+            site_rot = d.site_xmat[self.site_id].reshape(3, 3)
+            rot_err = None if rot is None else rotation_error(site_rot, rot)
+            q = self.solve(model, d, pos - d.site_xpos[self.site_id], rot_err)
+            return d.replace(qpos=d.qpos.at[self.qpos_adr].set(q))
+
+        data = mjx.kinematics(model, jax.lax.fori_loop(0, iterations, body, data))
+        return data.qpos[self.qpos_adr], jnp.linalg.norm(pos - data.site_xpos[self.site_id])
