@@ -10,8 +10,8 @@ policy's observation is noisy and delayed through the shared buffers (delays.py)
 
 Observation `state` (what the robot can measure, noisy): proprioception, box position and
 orientation (as from a perception system), box minus TCP, the goal, the last action.
-`privileged_state`: the same clean, plus box velocity, size and mass, the grasp flag and the
-servo's goal position.
+`privileged_state`: the same clean, plus box velocity, size and mass, the grasp flag, the
+servo's goal position and each finger pad's offset from the box centre.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ KEYPOINT_OFFSETS_M = np.array(
 )
 NEUTRAL_ACTION = jnp.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])  # hold the pose, gripper open
 OBS_SIZE = PROPRIO_SIZE + 3 + 6 + 3 + 3 + 7
-PRIVILEGED_SIZE = OBS_SIZE + 6 + 3 + 1 + 1 + 3
+PRIVILEGED_SIZE = OBS_SIZE + 6 + 3 + 1 + 1 + 3 + 6
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -90,6 +90,7 @@ class FrankaBoxTask(MjxEnv, abc.ABC):
         self._box_qpos = int(m.joint("box").qposadr[0])
         self._box_dof = int(m.joint("box").dofadr[0])
         self._goal_mocap = int(m.body("goal").mocapid[0])
+        self._pads = (m.geom("left_pad").id, m.geom("right_pad").id)
         self._home_qpos = jnp.asarray(m.keyframe("home").qpos)
         self._home_ctrl = jnp.asarray(m.keyframe("home").ctrl)
         data = mujoco.MjData(m)
@@ -301,6 +302,8 @@ class FrankaBoxTask(MjxEnv, abc.ABC):
                 self.mjx_model.body_mass[self._box_body][None],
                 self.is_grasped(data)[None],
                 tcp_goal,
+                data.geom_xpos[self._pads[0]] - box,
+                data.geom_xpos[self._pads[1]] - box,
             ]
         )
         return noisy, privileged
