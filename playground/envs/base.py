@@ -43,16 +43,15 @@ class State:
     info: dict[str, Any]
 
 
-def sanitize(obs: Observation, reward: jax.Array) -> tuple[Observation, jax.Array]:
-    """Non-finite observations and rewards become 0.
+def sanitize(*trees: Any) -> tuple[Any, ...]:
+    """Each pytree (observations, reward, metrics) with non-finite values replaced by 0.
 
     A diverged physics state also ends its episode (each task's `done`); this keeps its last
-    values from poisoning a learner's normaliser, losses or replay data before the reset.
+    values from poisoning a learner's normaliser, losses, replay data or logged metrics before
+    the reset.
     """
-    clean = jax.tree_util.tree_map(
-        lambda x: jnp.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), obs
-    )
-    return clean, jnp.nan_to_num(reward, nan=0.0, posinf=0.0, neginf=0.0)
+    clean = functools.partial(jnp.nan_to_num, nan=0.0, posinf=0.0, neginf=0.0)
+    return tuple(jax.tree_util.tree_map(clean, t) for t in trees)
 
 
 class MjxEnv(abc.ABC):

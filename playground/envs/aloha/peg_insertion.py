@@ -257,13 +257,13 @@ class AlohaS2RPegInsertion(MjxEnv):
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
-        obs, reward = sanitize(obs, reward)
+        obs, reward, metrics = sanitize(obs, reward, {**state.metrics, **terms})
         return state.replace(
             data=data,
             obs=obs,
             reward=reward,
             done=done,
-            metrics={**state.metrics, **terms},
+            metrics=metrics,
             info=info,
         )
 

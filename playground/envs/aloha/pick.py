@@ -178,7 +178,7 @@ class AlohaS2RPick(MjxEnv):
         }
         # Keep metric keys added by outer code (brax adds its own); ours are overwritten.
         metrics = {**state.metrics, **terms}
-        obs, reward = sanitize(obs, reward)
+        obs, reward, metrics = sanitize(obs, reward, metrics)
         return state.replace(
             data=data, obs=obs, reward=reward, done=done, metrics=metrics, info=info
         )

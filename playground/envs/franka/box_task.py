@@ -59,7 +59,7 @@ def base_config() -> config_dict.ConfigDict:
         ),
         init=config_dict.create(
             joint_rad=0.05,
-            box_x_m=(0.25, 0.6),
+            box_x_m=(0.3, 0.6),  # nearer the base, top-down grasps at y = 0 defeat the local IK
             box_y_m=(-0.25, 0.25),
             box_yaw_rad=float(np.pi / 4),
             goal_x_m=(0.3, 0.6),
@@ -254,8 +254,7 @@ class FrankaBoxTask(MjxEnv, abc.ABC):
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
-        obs, reward = sanitize(obs, reward)
-        metrics = {**state.metrics, **terms}
+        obs, reward, metrics = sanitize(obs, reward, {**state.metrics, **terms})
         return state.replace(
             data=data, obs=obs, reward=reward, done=done, metrics=metrics, info=info
         )

@@ -1,6 +1,6 @@
 """FrankaGrasp: the Panda grasps a box of random pose and lifts it, closing the gripper itself.
 
-The box (8 x 3 x 6 cm nominal; size and mass randomised) lies on the table at x 0.25 to 0.6 m,
+The box (8 x 3 x 6 cm nominal; size and mass randomised) lies on the table at x 0.3 to 0.6 m,
 y within 0.25 m, yaw within 45 deg. Control and observations: box_task.py (6-DoF delta
 end-effector actions plus a gripper command, 20 Hz).
 

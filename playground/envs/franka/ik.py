@@ -62,6 +62,8 @@ class DifferentialIK:
     # the arm towards it instead of throwing it against its limits.
     max_step_m: float = 0.1
     max_step_rad: float = 0.5
+    q_rest: np.ndarray | None = None  # [n]; None: no posture term
+    posture_gain: float = 0.1
 
     def jacobians(self, model: mjx.Model, data: mjx.Data) -> tuple[jax.Array, jax.Array]:
         """Positional and rotational Jacobians of the site, `[3, n]` each."""
@@ -89,8 +91,15 @@ class DifferentialIK:
         lhs = jac @ jac.T + self.damping * jnp.eye(jac.shape[0])
         # Cholesky, not LU: lhs is symmetric positive definite, and the project's CPU lowering of
         # Cholesky is the one that cannot deadlock under vmap (playground/cpu_linalg.py).
-        dq = jac.T @ jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(lhs), err)
+        factor = jax.scipy.linalg.cho_factor(lhs)
+        dq = jac.T @ jax.scipy.linalg.cho_solve(factor, err)
         q = data.qpos[self.qpos_adr]
+        if self.q_rest is not None:
+            # Posture in the null space of the task: a redundant arm drifts towards its rest
+            # pose instead of folding into its joint limits, where it loses reach.
+            pinv_jac = jac.T @ jax.scipy.linalg.cho_solve(factor, jac)
+            null = jnp.eye(len(q)) - pinv_jac
+            dq = dq + null @ (self.posture_gain * (jnp.asarray(self.q_rest) - q))
         return jnp.clip(q + dq, self.q_lo, self.q_hi)
 
     def converge(
@@ -107,11 +116,14 @@ class DifferentialIK:
         unreachable target it stops at the nearest pose the damped steps find.
         """
 
+        # No posture term: with damping it leaks into the task, and here precision matters.
+        exact = dataclasses.replace(self, q_rest=None)
+
         def body(_, d):
             d = mjx.com_pos(model, mjx.kinematics(model, d))
             site_rot = d.site_xmat[self.site_id].reshape(3, 3)
             rot_err = None if rot is None else rotation_error(site_rot, rot)
-            q = self.solve(model, d, pos - d.site_xpos[self.site_id], rot_err)
+            q = exact.solve(model, d, pos - d.site_xpos[self.site_id], rot_err)
             return d.replace(qpos=d.qpos.at[self.qpos_adr].set(q))
 
         data = mjx.kinematics(model, jax.lax.fori_loop(0, iterations, body, data))

@@ -43,6 +43,7 @@ class Panda:
             q_lo=m.actuator_ctrlrange[act, 0].copy(),
             q_hi=m.actuator_ctrlrange[act, 1].copy(),
             damping=ik_damping,
+            q_rest=m.keyframe("home").qpos[qpos_adr].copy() if m.nkey else None,
         )
         return cls(
             qpos_adr=qpos_adr,

@@ -155,7 +155,7 @@ class FrankaReach(MjxEnv):
             "privileged_state": privileged,
         }
         metrics = {**state.metrics, **terms}
-        obs, reward = sanitize(obs, reward)
+        obs, reward, metrics = sanitize(obs, reward, metrics)
         return state.replace(
             data=data,
             obs=obs,

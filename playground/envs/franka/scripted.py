@@ -31,9 +31,17 @@ def grasp_action(env: FrankaBoxTask, state: State, carry_to: jax.Array) -> jax.A
     box, _ = env.box_pose(data)
     tcp = env.panda.tcp_pos(data)
     frames = env.grasp_frames(data)
-    # The grasp orientation nearer to the hand's current goal (the gripper is symmetric).
-    errs = jax.vmap(lambda f: jnp.linalg.norm(rotation_error(info["rot_goal"], f)))(frames)
-    target_rot = frames[jnp.argmin(errs)]
+    # Of the two symmetric grasp orientations, the nearer one that the last wrist joint can
+    # reach: with the hand pointing down, joint 7 turns it about the world's -z.
+    q7 = data.qpos[env.panda.qpos_adr[6]]
+    q7_max = env.panda.ik.q_hi[6] - 0.1
+
+    def cost(frame):
+        err = rotation_error(info["rot_goal"], frame)
+        over = jnp.maximum(jnp.abs(q7 - err[2]) - q7_max, 0.0)
+        return jnp.linalg.norm(err) + 10.0 * over
+
+    target_rot = frames[jnp.argmin(jax.vmap(cost)(frames))]
     rot_err = rotation_error(info["rot_goal"], target_rot)
 
     aligned_xy = jnp.linalg.norm(tcp[:2] - box[:2]) < 0.015
