@@ -3,9 +3,9 @@
 SAC suits the tasks with a flat, low-dimensional policy observation (brax's SAC takes one flat
 observation, so actor and critic both see `state`). brax's SAC owns its loop: it writes its own
 params checkpoints (`<run>/sac_checkpoints/<step>/`, observation normaliser and policy) at every
-evaluation, and `--load_checkpoint_path` warm-starts from the latest of them with a fresh replay
-buffer, optimiser and step counter (brax restores nothing more). Evaluation on held-out seeds,
-the learning curve, TensorBoard and the video are the same as for PPO.
+evaluation. Resuming is refused with the reason: brax 0.14.2's own SAC restore path fails (it
+puts unreplicated params into its replicated training state). Evaluation on held-out seeds, the
+learning curve, TensorBoard and the video are the same as for PPO.
 """
 
 from __future__ import annotations
@@ -41,11 +41,13 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         )
     cfg = _train_config(run_config)
     episode_length = env.config.episode_length if cfg.episode_length <= 0 else cfg.episode_length
-    restore = None
     if args.load_checkpoint_path:
-        restore = _latest_brax_checkpoint(run_dir)
-        if restore is None:
-            raise FileNotFoundError(f"No SAC checkpoint under {run_dir / SAC_CHECKPOINTS}.")
+        raise ValueError(
+            f"{run_dir} is a SAC run, and SAC runs cannot be resumed: brax 0.14.2's SAC restores "
+            "its checkpoint params after replicating its state across devices and then fails "
+            "reading them back (AttributeError in sac/train.py _unpmap). Start a new run; its "
+            f"policy params are in {run_dir / SAC_CHECKPOINTS}."
+        )
     network_factory = functools.partial(
         sac_networks.make_sac_networks,
         hidden_layer_sizes=tuple(cfg.network.hidden_layer_sizes),
@@ -90,7 +92,6 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         randomization_fn=randomizer,
         progress_fn=lambda step, m: logger.log(step, {k: float(v) for k, v in m.items()}),
         checkpoint_logdir=str(run_dir / SAC_CHECKPOINTS),
-        restore_checkpoint_path=str(restore) if restore else None,
     )
     wall = time.perf_counter() - t0
 
