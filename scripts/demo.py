@@ -11,7 +11,11 @@ Stages, each printing its result:
    to >= 90% held-out success, with its run folder: checkpoints, logs, curve, policy, video.
 """
 
+# ruff: noqa: I001  (playground is imported first on purpose)
 from __future__ import annotations
+
+# First, before jax and mujoco load: XLA flags, compilation cache, headless MUJOCO_GL.
+import playground  # noqa: F401
 
 import argparse
 import time
@@ -21,7 +25,6 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-import playground  # noqa: F401  (XLA flags and compilation cache first)
 from playground import registry
 from playground.envs.aloha import scripted
 from playground.envs.wrappers import wrap_for_brax_training

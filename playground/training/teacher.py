@@ -405,15 +405,19 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
         }
         if args.render_final_policy:
             policy = trainer.make_policy(params, deterministic=True)
-            path, success = video.write_rollout_video(
-                env,
-                policy,
-                run_dir / "rollout.mp4",
-                jax.random.PRNGKey(run_config["seed"]),
-                num_episodes=args.num_videos,
-            )
-            summary["video"] = str(path)
-            summary["video_success"] = float(np.mean(success))
+            try:
+                path, success = video.write_rollout_video(
+                    env,
+                    policy,
+                    run_dir / "rollout.mp4",
+                    jax.random.PRNGKey(run_config["seed"]),
+                    num_episodes=args.num_videos,
+                )
+                summary["video"] = str(path)
+                summary["video_success"] = float(np.mean(success))
+            except RuntimeError as e:  # the trained policy is saved; only the video is lost
+                summary["video_error"] = str(e)
+                logger.write(f"no video: {e}")
         _write_json(run_dir / "final.json", summary)
         logger.write(
             f"done: {step:,} steps, held-out success {summary['success_rate']:.0%} over "

@@ -70,7 +70,15 @@ def render_frames(
         raise ValueError(f"Camera {camera!r} is not in the model; cameras: {names}")
     data = mujoco.MjData(mj_model)
     frames = []
-    with mujoco.Renderer(mj_model, height, width) as renderer:
+    try:
+        renderer = mujoco.Renderer(mj_model, height, width)
+    except Exception as e:  # mujoco raises FatalError or a GL error without a usable context
+        raise RuntimeError(
+            f"mujoco.Renderer could not start ({e}). Without a display, set MUJOCO_GL=egl (or "
+            "osmesa) before mujoco is first imported; `import playground` before `import mujoco` "
+            "does this for you."
+        ) from e
+    with renderer:
         for q, m in zip(qpos, mocap_pos, strict=True):
             data.qpos[:] = q
             if mj_model.nmocap:
