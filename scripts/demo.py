@@ -1,6 +1,6 @@
 """The CPU demo of the pipeline as it stands: tasks, physics, randomisation, teacher training.
 
-    python scripts/demo.py            # about 8 minutes on 2 CPU cores the first time (cold cache)
+    python scripts/demo.py            # about 4 minutes on 2 CPU cores the first time (cold cache)
     python scripts/demo.py --quick    # skip the teacher-training stage
 
 Stages, each printing its result:
