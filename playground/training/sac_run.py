@@ -11,6 +11,7 @@ learning curve, TensorBoard and the video are the same as for PPO.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ from playground.training.teacher import _train_config, _write_json
 SAC_CHECKPOINTS = "sac_checkpoints"
 
 
+def refuse_resume(path: Path) -> None:
+    """Raises if `path` is a SAC run folder: those cannot be resumed (see the module doc)."""
+    config = path / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("algo") == "sac":
+        raise ValueError(
+            f"{path} is a SAC run, and SAC runs cannot be resumed: brax 0.14.2's SAC restores "
+            "its checkpoint params after replicating its state across devices and then fails "
+            "reading them back (AttributeError in sac/train.py _unpmap). Start a new run; its "
+            f"policy params are in {path / SAC_CHECKPOINTS}."
+        )
+
+
 def _latest_brax_checkpoint(run_dir: Path) -> Path | None:
     root = run_dir / SAC_CHECKPOINTS
     steps = sorted(p for p in root.glob("*") if p.name.isdigit()) if root.is_dir() else []
@@ -41,13 +54,6 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         )
     cfg = _train_config(run_config)
     episode_length = env.config.episode_length if cfg.episode_length <= 0 else cfg.episode_length
-    if args.load_checkpoint_path:
-        raise ValueError(
-            f"{run_dir} is a SAC run, and SAC runs cannot be resumed: brax 0.14.2's SAC restores "
-            "its checkpoint params after replicating its state across devices and then fails "
-            "reading them back (AttributeError in sac/train.py _unpmap). Start a new run; its "
-            f"policy params are in {run_dir / SAC_CHECKPOINTS}."
-        )
     network_factory = functools.partial(
         sac_networks.make_sac_networks,
         hidden_layer_sizes=tuple(cfg.network.hidden_layer_sizes),

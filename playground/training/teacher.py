@@ -290,19 +290,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from playground.training import sac_run  # it imports this module's helpers
+
     if args.coordinator_address:
         jax.distributed.initialize(
             coordinator_address=args.coordinator_address,
             num_processes=args.num_processes,
             process_id=args.process_id,
         )
-    sac_config_file = Path(args.load_checkpoint_path or "/nonexistent") / "config.json"
-    if sac_config_file.is_file() and json.loads(sac_config_file.read_text()).get("algo") == "sac":
-        # brax's SAC keeps its own checkpoints; the run folder's config describes the run.
-        run_config = json.loads(sac_config_file.read_text())
-        _check_resume_flags(args, run_config)
-        run_dir = sac_config_file.parent
-    elif args.load_checkpoint_path:
+    if args.load_checkpoint_path:
+        sac_run.refuse_resume(Path(args.load_checkpoint_path))
         saved, step, step_dir = checkpoint.read_config(args.load_checkpoint_path)
         _check_resume_flags(args, saved)
         newer = checkpoint.steps_after(step_dir.parent, step)
@@ -321,8 +318,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         run_dir = _new_run_dir(args.logdir, run_config["env_name"], args.suffix)
     env, randomizer = _load_env(run_config)
     if run_config["algo"] == "sac":
-        from playground.training import sac_run
-
         return sac_run.run(args, run_config, run_dir, env, randomizer)
     return _run_ppo(args, run_config, run_dir, env, randomizer)
 
