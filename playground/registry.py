@@ -15,9 +15,10 @@ from typing import Any
 
 from ml_collections import config_dict
 
-from playground.envs.aloha import peg_insertion, pick
+from playground.envs.aloha import distill, peg_insertion, pick
 from playground.envs.base import MjxEnv
-from playground.envs.franka import grasp, lift, reach
+from playground.envs.franka import grasp, lift, reach, stereo
+from playground.envs.vision import VisionEnv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,26 @@ _REGISTRY: dict[str, _Entry] = {
         peg_insertion.default_config,
         peg_insertion.domain_randomize,
     ),
+    "AlohaS2RPegInsertionDistill": _Entry(
+        distill.AlohaS2RPegInsertionDistill, distill.default_config, distill.domain_randomize
+    ),
     "FrankaGrasp": _Entry(grasp.FrankaGrasp, grasp.default_config, grasp.domain_randomize),
     "FrankaLift": _Entry(lift.FrankaLift, lift.default_config, lift.domain_randomize),
     "FrankaReach": _Entry(reach.FrankaReach, reach.default_config, reach.domain_randomize),
+    "FrankaGraspStereo": _Entry(
+        stereo.FrankaGraspStereo, stereo.grasp_config, grasp.domain_randomize
+    ),
+    "FrankaLiftStereo": _Entry(stereo.FrankaLiftStereo, stereo.lift_config, lift.domain_randomize),
+    "FrankaReachStereo": _Entry(
+        stereo.FrankaReachStereo, stereo.reach_config, reach.domain_randomize
+    ),
 }
 
 ALL_ENVS: tuple[str, ...] = tuple(_REGISTRY)
+# Tasks whose observations include camera images (playground.envs.vision).
+VISION_ENVS: tuple[str, ...] = tuple(
+    name for name, entry in _REGISTRY.items() if issubclass(entry.env_class, VisionEnv)
+)
 
 
 def _entry(name: str) -> _Entry:

@@ -86,14 +86,50 @@ def franka_lift() -> Compiled:
 
 
 @pytest.fixture(scope="session")
-def compiled_envs(pick, peg, reach, franka_grasp, franka_lift) -> dict[str, Compiled]:
+def distill() -> Compiled:
+    return _compiled("AlohaS2RPegInsertionDistill")
+
+
+@pytest.fixture(scope="session")
+def reach_stereo() -> Compiled:
+    return _compiled("FrankaReachStereo")
+
+
+# Their physics, reward and stepping are FrankaGrasp's and FrankaLift's, and the camera mixin is
+# the one FrankaReachStereo and the distillation task run; compiling two more Franka box steps
+# would add about a minute of CI for no new code. tests/test_vision_envs.py checks their obs.
+SHAPE_ONLY_ENVS = ("FrankaGraspStereo", "FrankaLiftStereo")
+STEPPED_ENVS = tuple(n for n in registry.ALL_ENVS if n not in SHAPE_ONLY_ENVS)
+
+
+@pytest.fixture(scope="session")
+def compiled_envs(
+    pick, peg, reach, franka_grasp, franka_lift, distill, reach_stereo
+) -> dict[str, Compiled]:
     return {
         "AlohaS2RPick": pick,
         "AlohaS2RPegInsertion": peg,
         "FrankaReach": reach,
         "FrankaGrasp": franka_grasp,
         "FrankaLift": franka_lift,
+        "AlohaS2RPegInsertionDistill": distill,
+        "FrankaReachStereo": reach_stereo,
     }
+
+
+@pytest.fixture(scope="session")
+def render_model():
+    """The primitive scene of the renderer tests (tests/render_scene.py)."""
+    from .render_scene import scene_model
+
+    return scene_model()
+
+
+@pytest.fixture(scope="session")
+def render_datas(render_model):
+    from .render_scene import scene_datas
+
+    return scene_datas(render_model)
 
 
 def set_free_body(state: State, qpos_adr: int, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> State:

@@ -92,3 +92,13 @@ def merge(*updates: dict[str, jax.Array]) -> dict[str, jax.Array]:
             raise ValueError(f"fields updated by two samplers: {sorted(clash)}; chain them instead")
         out.update(update)
     return out
+
+
+def small_rotation(rng: jax.Array, max_angle_rad: float) -> jax.Array:
+    """A rotation matrix about a random axis by an angle uniform in [0, max_angle_rad]."""
+    k_axis, k_angle = jax.random.split(rng)
+    axis = jax.random.normal(k_axis, (3,))
+    axis = axis / (jnp.linalg.norm(axis) + 1e-9)
+    angle = jax.random.uniform(k_angle, minval=0.0, maxval=max_angle_rad)
+    k = jnp.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return jnp.eye(3) + jnp.sin(angle) * k + (1 - jnp.cos(angle)) * k @ k

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from playground.envs import delays
+from playground.envs import delays, randomize
 from playground.envs.aloha import constants as c
 
 STATE_SIZE = 47  # see arm_observation
@@ -79,16 +79,6 @@ def rot6(r: jax.Array) -> jax.Array:
     return r[:, :2].T.reshape(-1)
 
 
-def small_rotation(rng: jax.Array, max_angle_rad: float) -> jax.Array:
-    """A rotation matrix about a random axis by an angle uniform in [0, max_angle_rad]."""
-    k_axis, k_angle = jax.random.split(rng)
-    axis = jax.random.normal(k_axis, (3,))
-    axis = axis / (jnp.linalg.norm(axis) + 1e-9)
-    angle = jax.random.uniform(k_angle, minval=0.0, maxval=max_angle_rad)
-    k = jnp.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return jnp.eye(3) + jnp.sin(angle) * k + (1 - jnp.cos(angle)) * k @ k
-
-
 @dataclasses.dataclass(frozen=True)
 class ArmReading:
     """What the sensors (or the simulator) say about an arm and its object, in the base frame."""
@@ -129,7 +119,7 @@ def add_noise(reading: ArmReading, rng: jax.Array, noise) -> ArmReading:
         qpos=delays.uniform_noise(k[0], reading.qpos, noise.qpos_rad * arm_mask),
         qvel=delays.uniform_noise(k[1], reading.qvel, noise.qvel_rad_s * arm_mask),
         obj_pos=delays.uniform_noise(k[2], reading.obj_pos, noise.object_pos_m),
-        obj_rot=small_rotation(k[3], noise.object_angle_rad) @ reading.obj_rot,
+        obj_rot=randomize.small_rotation(k[3], noise.object_angle_rad) @ reading.obj_rot,
     )
 
 
