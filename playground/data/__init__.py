@@ -1,0 +1,1 @@
+"""Data set loaders (CIFAR-10 for encoder pretraining)."""

@@ -1,0 +1,1 @@
+"""Neural network modules shared by training code (encoders for pixel students)."""
