@@ -6,17 +6,20 @@ and only entering hits count (back faces are culled, as OpenGL and MuJoCo-Warp d
 inside a geom sees through it).
 
 Why tiles: testing every pixel against every geom costs pixels x geoms, and most geoms cover no
-part of a small wrist or stereo view. The image is cut into tiles; each tile's frustum is tested
-against each geom's bounding sphere (a handful of flops per tile and geom), and the pixels of a
-tile are cast only against the first `max_per_tile` candidates of each geom type. The culling test
-is conservative, so the result equals brute force whenever no tile has more candidates than
-slots. When one does (anywhere in the batch), the whole batch takes the brute-force path
-instead: one `lax.cond` at batch level, so the output is always exact. That is why `render` is a
-`custom_vmap`: under the training wrapper's `vmap` it sees the batch and the `cond` stays a real
-branch rather than becoming a `select` that would compute both.
+part of a small wrist or stereo view. The image is cut into tiles. A tile's view is a pyramid
+(four half-spaces through the camera, plus the one in front), and a convex geom meets a
+half-space exactly when its centre lies within its support radius along the normal, which is
+exact for every primitive here; a geom failing any of the five cannot be seen in the tile. Per
+geom type, the largest number of candidates any tile has in the whole batch picks one of a few
+compiled slot counts (0, 1, 2, 4, ... `max_per_tile`, or all) through one `lax.switch` at batch
+level, and each tile's pixels are cast only at its candidates. A type nobody sees costs nothing;
+a batch that would overflow the slots takes the all-geoms branch, so the output always equals
+casting every geom. That is why `render` is a `custom_vmap` (see `base.Renderer`): under the
+training wrapper's `vmap` it sees the batch, so the switch stays a real branch rather than a
+`select` that computes every branch.
 
 Why broadcast multiply-adds instead of `einsum` for the per-pixel transforms: XLA:CPU does not
-fuse `dot_general`, and materialising the products cost 3x (measured while prototyping).
+fuse `dot_general`, and materialising the products cost 3x (measured in the rendering research).
 """
 
 from __future__ import annotations
