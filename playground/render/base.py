@@ -87,7 +87,9 @@ class Scene:
             head = np.asarray(vis.headlight.diffuse, np.float32)
         else:
             head = np.zeros(3, np.float32)
-        light_active = np.asarray(mj_model.light_active, bool).copy()
+        # The interface shades with directional lights only (the task scenes use no others).
+        directional = mj_model.light_type == int(mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
+        light_active = np.asarray(mj_model.light_active, bool) & directional
         ambient = ambient + mj_model.light_ambient[light_active].sum(axis=0)
         return cls(
             spec=spec,
