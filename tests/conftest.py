@@ -8,6 +8,7 @@ JAX's persistent compilation cache (set up by `import playground`) makes re-runs
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -138,3 +139,26 @@ def set_free_body(state: State, qpos_adr: int, pos, quat=(1.0, 0.0, 0.0, 0.0)) -
     qpos = qpos.at[:, qpos_adr + 3 : qpos_adr + 7].set(jnp.asarray(quat))
     data = state.data.replace(qpos=qpos, qvel=jnp.zeros_like(state.data.qvel))
     return state.replace(data=data)
+
+
+# Two epochs of 81,920 steps: FrankaReach's default hyperparameters, a shorter run.
+REACH_FLAGS = [
+    "--env_name",
+    "FrankaReach",
+    "--num_timesteps",
+    "163840",
+    "--num_evals",
+    "3",
+    "--noprogress",
+]
+
+
+@pytest.fixture(scope="session")
+def reach_run(tmp_path_factory) -> tuple[Path, dict]:
+    """A FrankaReach teacher trained by learning/train_jax_ppo.py once per session (~2 min):
+    test_train_ppo checks the run, test_distill distils it."""
+    from playground.training import teacher
+
+    logdir = tmp_path_factory.mktemp("runs")
+    summary = teacher.main([*REACH_FLAGS, "--logdir", str(logdir), "--num_videos", "1"])
+    return Path(summary["run_dir"]), summary

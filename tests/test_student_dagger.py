@@ -14,7 +14,7 @@ from playground.training import dagger
 OBS = {
     "rgb": jnp.zeros((5, 2, 32, 32, 3), jnp.uint8),
     "depth": jnp.full((5, 2, 32, 32), 0.3, jnp.float32),
-    "proprio": jnp.zeros((5, 27), jnp.float32),
+    "proprio": jnp.zeros((5, 24), jnp.float32),
 }
 
 
@@ -42,11 +42,30 @@ def test_student_outputs(student_and_params):
 def test_init_from_pretrained_checks_shapes(student_and_params):
     _, params = student_and_params
     enc = jax.tree.map(jnp.ones_like, params["params"]["rgb_encoder"])
-    out = init_from_pretrained(params, enc)
+    out, fresh = init_from_pretrained(params, enc)
+    assert fresh == ()
     assert all(np.all(np.asarray(x) == 1) for x in jax.tree.leaves(out["params"]["rgb_encoder"]))
     wrong = jax.tree.map(lambda x: jnp.ones((*x.shape[:-1], x.shape[-1] + 1)), enc)
     with pytest.raises(ValueError, match="do not match"):
         init_from_pretrained(params, wrong)
+
+
+def test_pretrained_convolutions_transfer_to_larger_images():
+    """A 48x48 student takes the 32x32 encoder's convolutions; its dense layer stays fresh."""
+    student = Student(action_size=3, use_rgb=True, features=32, hidden=(16,))
+    obs = {"rgb": jnp.zeros((1, 48, 48, 3), jnp.uint8), "proprio": jnp.zeros((24,))}
+    params = student.init(jax.random.PRNGKey(0), obs)
+    obs32 = dict(obs, rgb=jnp.zeros((1, 32, 32, 3), jnp.uint8))
+    enc32 = student.init(jax.random.PRNGKey(1), obs32)["params"]["rgb_encoder"]
+    out, fresh = init_from_pretrained(params, enc32)
+    assert fresh == ("Dense_0",)
+    enc = out["params"]["rgb_encoder"]
+    np.testing.assert_array_equal(enc["Conv_0"]["kernel"], enc32["Conv_0"]["kernel"])
+    np.testing.assert_array_equal(
+        enc["Dense_0"]["kernel"], params["params"]["rgb_encoder"]["Dense_0"]["kernel"]
+    )
+    action, _ = student.apply(out, obs)
+    assert action.shape == (3,)
 
 
 def test_pose_loss_is_sign_invariant_for_quaternions():

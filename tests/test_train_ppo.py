@@ -20,26 +20,10 @@ from playground import registry
 from playground.training import checkpoint, policy_file, teacher
 from playground.training.ppo import PPOTrainer
 from playground.training.ppo_params import ppo_config
+from tests.conftest import REACH_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "learning" / "train_jax_ppo.py"
-# Two epochs of 81,920 steps: FrankaReach's default hyperparameters, a shorter run.
-REACH_FLAGS = [
-    "--env_name",
-    "FrankaReach",
-    "--num_timesteps",
-    "163840",
-    "--num_evals",
-    "3",
-    "--noprogress",
-]
-
-
-@pytest.fixture(scope="module")
-def reach_run(tmp_path_factory) -> tuple[Path, dict]:
-    logdir = tmp_path_factory.mktemp("runs")
-    summary = teacher.main([*REACH_FLAGS, "--logdir", str(logdir), "--num_videos", "1"])
-    return Path(summary["run_dir"]), summary
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -63,6 +63,10 @@ class VisionEnv:
 
     # Indices of the task's `state` vector that form `proprio`.
     PROPRIO: ClassVar[np.ndarray]
+    # The state-based task whose teacher a student of this task distils, and the body whose
+    # pose the student's auxiliary head predicts (playground/training/dagger.py).
+    TEACHER_ENV: ClassVar[str]
+    POSE_BODY: ClassVar[str]
 
     @staticmethod
     @abc.abstractmethod

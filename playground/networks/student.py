@@ -4,7 +4,8 @@
     action, pose = student.apply(params, obs)  # obs: a vision task's rgb / depth / proprio
 
 - RGB: one NatureCNN shared by every camera (the same weights see each view), initialised from
-  the CIFAR-pretrained encoder (`init_from_pretrained`); frozen or fine-tuned by the optimiser.
+  the CIFAR-pretrained encoder (`init_from_pretrained`: the convolutions at any image size, the
+  dense layer after them where the image is CIFAR's 32x32); frozen or fine-tuned by the optimiser.
 - Depth: its own NatureCNN, one input channel, shared by the cameras, trained from scratch (the
   CIFAR encoder has never seen depth). Depth is divided by `depth_scale_m` to sit near [0, 1].
 - The camera features and the layer-normalised proprioception go through a fusion MLP; a tanh
@@ -58,17 +59,35 @@ class Student(nn.Module):
         return feats.reshape(*feats.shape[:-2], -1)
 
 
-def init_from_pretrained(params: dict, encoder_params: dict) -> dict:
-    """`params` with the RGB encoder replaced by the pretrained NatureCNN's (same shapes)."""
+def init_from_pretrained(params: dict, encoder_params: dict) -> tuple[dict, tuple[str, ...]]:
+    """(`params` with the RGB encoder taken from the pretrained NatureCNN, layers kept fresh).
+
+    The convolutions transfer at any image size. The dense layer after them reads the flattened
+    feature map, whose size grows with the image (1024 inputs at CIFAR's 32x32, 2304 at 48x48):
+    it is copied when the sizes match and otherwise keeps its fresh initialisation, and its name
+    is returned. Any other mismatch is an error.
+    """
     inner = dict(params["params"])
     if "rgb_encoder" not in inner:
         raise ValueError("This student has no RGB encoder to initialise (use_rgb=False).")
     want = jax.tree_util.tree_map(jnp.shape, inner["rgb_encoder"])
     got = jax.tree_util.tree_map(jnp.shape, encoder_params)
-    if want != got:
-        raise ValueError(f"Pretrained encoder shapes {got} do not match the student's {want}.")
-    inner["rgb_encoder"] = encoder_params
-    return {**params, "params": inner}
+    if set(want) != set(got):
+        raise ValueError(f"Pretrained encoder layers {sorted(got)} do not match the student's.")
+    encoder, fresh = {}, []
+    for name in want:
+        if want[name] == got[name]:
+            encoder[name] = encoder_params[name]
+        elif name.startswith("Dense") and want[name]["bias"] == got[name]["bias"]:
+            encoder[name] = inner["rgb_encoder"][name]
+            fresh.append(name)
+        else:
+            raise ValueError(
+                f"Pretrained encoder layer {name} has shapes {got[name]}, which do not match "
+                f"the student's {want[name]}."
+            )
+    inner["rgb_encoder"] = encoder
+    return {**params, "params": inner}, tuple(fresh)
 
 
 def pose_loss(pred: jax.Array, target: jax.Array) -> jax.Array:

@@ -1,6 +1,6 @@
 """DAgger distillation of a state-based teacher into the pixel student, all inside jit.
 
-One iteration, one jitted call:
+One iteration:
 1. Roll out `unroll_length` steps of `num_envs` envs (auto-reset). At each step every env acts
    with the teacher's action with probability beta, else with the student's; the teacher labels
    every visited state either way (its deterministic action on the same observation dict: it
@@ -8,8 +8,9 @@ One iteration, one jitted call:
 2. Append the student's inputs, the teacher's labels and the object pose (the auxiliary target)
    to a ring buffer that keeps data across iterations: true DAgger, not only the latest rollout.
 3. Take `updates_per_iteration` optax steps on minibatches drawn uniformly from the buffer, with
-   random-shift augmentation of what the student sees. Loss: MSE between the student's and the
-   teacher's squashed actions, plus `pose_weight` x (position MSE + quaternion distance).
+   random-shift augmentation of what the student sees (jitted in chunks, see `Dagger.iterate`).
+   Loss: MSE between the student's and the teacher's squashed actions, plus `pose_weight` x
+   (position MSE + quaternion distance).
 beta decays geometrically per iteration (`beta_decay`), from 1 (the teacher drives) towards 0.
 """
 
@@ -33,22 +34,32 @@ STUDENT_KEYS = ("rgb", "depth", "proprio")
 
 
 def default_config() -> config_dict.ConfigDict:
+    # Tuned on FrankaReachStereo at 48x48 on a CPU: 20 iterations bring the student to 91% of
+    # held-out episodes against the teacher's 100% (README, "Student distillation").
     return config_dict.create(
         num_envs=32,
-        unroll_length=25,
+        unroll_length=20,
         episode_length=60,
         buffer_size=20_000,
-        updates_per_iteration=16,
+        updates_per_iteration=64,
+        update_unroll=8,  # optax steps per jitted call, unrolled (see Dagger.iterate)
         batch_size=128,
         learning_rate=1e-3,
-        encoder_learning_rate=1e-4,  # fine-tuning rate of the pretrained encoder
+        # The CIFAR features know nothing of where a small object is: fine-tune them at the
+        # same rate (at 1e-4 the held-out pose loss was 1.7x higher after 800 updates).
+        encoder_learning_rate=1e-3,
         freeze_encoder=False,
-        beta_decay=0.6,
-        pose_weight=0.1,
+        beta_decay=0.85,
+        pose_weight=1.0,
         augment_shift_px=2,
         hidden=(256, 256),
         features=512,  # the pretrained NatureCNN's width
     )
+
+
+# What a checkpoint keeps: everything but the env states, which restart fresh on resume (as a
+# resumed teacher's do; an MJX Data also has zero-size fields that orbax refuses to save).
+CHECKPOINT_FIELDS = ("params", "opt_state", "buffer", "buffer_count", "rng", "iteration")
 
 
 @struct.dataclass
@@ -126,14 +137,24 @@ class Dagger:
         self.optimizer = make_optimizer(config)
         obs = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs
         self.keys = tuple(k for k in STUDENT_KEYS if k in obs)
-        self._obs_spec = {k: obs[k] for k in self.keys}
-        self.iterate = jax.jit(self._iterate)
+        self.obs_spec = {k: obs[k] for k in self.keys}
+        if config.updates_per_iteration % config.update_unroll:
+            raise ValueError(
+                f"updates_per_iteration ({config.updates_per_iteration}) must be a multiple of "
+                f"update_unroll ({config.update_unroll})."
+            )
+        self._collect = jax.jit(self._collect_impl, donate_argnums=0)
+        self._update = jax.jit(self._update_impl, donate_argnums=0)
+
+    def reset_envs(self, rng: jax.Array) -> Any:
+        """Fresh states of the `num_envs` training envs."""
+        return jax.jit(self.wrapped.reset)(jax.random.split(rng, self.config.num_envs))
 
     def init(self, rng: jax.Array, params: Any) -> DaggerState:
         k_env, rng = jax.random.split(rng)
-        env_state = jax.jit(self.wrapped.reset)(jax.random.split(k_env, self.config.num_envs))
+        env_state = self.reset_envs(k_env)
         size = self.config.buffer_size
-        buffer = {k: jnp.zeros((size, *s.shape), s.dtype) for k, s in self._obs_spec.items()}
+        buffer = {k: jnp.zeros((size, *s.shape), s.dtype) for k, s in self.obs_spec.items()}
         buffer["action"] = jnp.zeros((size, self.env.action_size), jnp.float32)
         buffer["pose"] = jnp.zeros((size, 7), jnp.float32)
         return DaggerState(
@@ -177,7 +198,22 @@ class Dagger:
         )
         return env_state, rng, samples
 
-    def _iterate(self, state: DaggerState) -> tuple[DaggerState, dict[str, jax.Array]]:
+    def iterate(self, state: DaggerState) -> tuple[DaggerState, dict[str, jax.Array]]:
+        """One DAgger iteration: collect and aggregate, then `updates_per_iteration` updates.
+
+        Two kinds of jitted calls, not one: XLA on a CPU runs convolutions inside a loop (a
+        `lax.scan` of optax steps) about 6x slower than outside one (jax-ml/jax#12868), so the
+        updates run as `updates_per_iteration / update_unroll` calls of `update_unroll` unrolled
+        steps each. Both calls donate the state, so the buffer is updated in place.
+        """
+        state, metrics = self._collect(state)
+        losses = []
+        for _ in range(self.config.updates_per_iteration // self.config.update_unroll):
+            state, chunk = self._update(state)
+            losses.append(chunk)
+        return state, metrics | jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *losses)
+
+    def _collect_impl(self, state: DaggerState) -> tuple[DaggerState, dict[str, jax.Array]]:
         cfg = self.config
         beta = self.beta(state.iteration)
         env_state, rng, samples = self._rollout(state, beta)
@@ -188,34 +224,11 @@ class Dagger:
             k: state.buffer[k].at[idx].set(flat[k].astype(state.buffer[k].dtype)) for k in flat
         }
         count = state.buffer_count + n
-        filled = jnp.minimum(count, cfg.buffer_size)
-
-        def update(carry, key):
-            params, opt_state = carry
-            k_idx, k_aug = jax.random.split(key)
-            pick = jax.random.randint(k_idx, (cfg.batch_size,), 0, filled)
-            batch = {k: v[pick] for k, v in buffer.items()}
-            for i, k in enumerate(("rgb", "depth")):
-                if k in batch:
-                    img = batch[k] if k == "rgb" else batch[k][..., None]
-                    img = random_shift(img, jax.random.fold_in(k_aug, i), cfg.augment_shift_px)
-                    batch[k] = img if k == "rgb" else img[..., 0]
-            grads, metrics = jax.grad(self.loss, has_aux=True)(params, batch)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), metrics
-
-        rng, k_upd = jax.random.split(rng)
-        (params, opt_state), metrics = jax.lax.scan(
-            update,
-            (state.params, state.opt_state),
-            jax.random.split(k_upd, cfg.updates_per_iteration),
-        )
-        metrics = jax.tree_util.tree_map(jnp.mean, metrics)
-        metrics["beta"] = beta
-        metrics["buffer_fill"] = filled.astype(jnp.float32)
+        metrics = {
+            "beta": beta,
+            "buffer_fill": jnp.minimum(count, cfg.buffer_size).astype(jnp.float32),
+        }
         new = state.replace(
-            params=params,
-            opt_state=opt_state,
             buffer=buffer,
             buffer_count=count,
             env_state=env_state,
@@ -223,3 +236,26 @@ class Dagger:
             iteration=state.iteration + 1,
         )
         return new, metrics
+
+    def _update_impl(self, state: DaggerState) -> tuple[DaggerState, dict[str, jax.Array]]:
+        """`update_unroll` optax steps on minibatches drawn uniformly from the filled buffer."""
+        cfg = self.config
+        filled = jnp.minimum(state.buffer_count, cfg.buffer_size)
+        rng, k_pick, k_aug = jax.random.split(state.rng, 3)
+        params, opt_state = state.params, state.opt_state
+        metrics = []
+        for key in jax.random.split(k_aug, cfg.update_unroll):
+            k_pick, k_batch = jax.random.split(k_pick)
+            pick = jax.random.randint(k_batch, (cfg.batch_size,), 0, filled)
+            batch = {k: v[pick] for k, v in state.buffer.items()}
+            for i, k in enumerate(("rgb", "depth")):
+                if k in batch:
+                    img = batch[k] if k == "rgb" else batch[k][..., None]
+                    img = random_shift(img, jax.random.fold_in(key, i), cfg.augment_shift_px)
+                    batch[k] = img if k == "rgb" else img[..., 0]
+            grads, m = jax.grad(self.loss, has_aux=True)(params, batch)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            metrics.append(m)
+        mean = jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)), *metrics)
+        return state.replace(params=params, opt_state=opt_state, rng=rng), mean

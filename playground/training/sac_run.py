@@ -24,7 +24,8 @@ from brax.training.agents.sac import train as sac
 from playground.envs.wrappers import wrap_for_brax_training
 from playground.training import evaluate, run_logger, video
 from playground.training.ppo import bind_randomizer
-from playground.training.teacher import _train_config, _write_json
+from playground.training.run_files import write_json
+from playground.training.teacher import _train_config
 
 SAC_CHECKPOINTS = "sac_checkpoints"
 
@@ -60,7 +61,7 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         activation=getattr(jax.nn, cfg.network.activation),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", run_config)
+    write_json(run_dir / "config.json", run_config)
     logger = run_logger.RunLogger(
         run_dir,
         cfg.num_timesteps,
@@ -133,7 +134,7 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
             num_episodes=args.num_videos,
         )
         summary["video"], summary["video_success"] = str(path), float(np.mean(success))
-    _write_json(run_dir / "final.json", summary)
+    write_json(run_dir / "final.json", summary)
     logger.write(
         f"done: held-out success {summary['success_rate']:.0%} over {cfg.num_eval_envs} episodes"
     )

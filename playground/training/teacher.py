@@ -10,8 +10,6 @@ by AlohaS2RPegInsertion's phase 1, the DAgger distiller and the ONNX exporter), 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ from ml_collections import config_dict
 
 from playground import registry
 from playground.training import checkpoint, evaluate, policy_file, ppo_params, run_logger, video
+from playground.training.run_files import new_run_dir, parse_value, tuples, write_json
 
 DEFAULT_ENV = "AlohaS2RPick"
 
@@ -152,22 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _tuples(x: Any) -> Any:
-    """JSON gives lists where configs hold tuples."""
-    if isinstance(x, dict):
-        return {k: _tuples(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return tuple(_tuples(v) for v in x)
-    return x
-
-
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(s) for s in text.replace(" ", ",").split(",") if s)
@@ -187,10 +170,10 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"--env_config expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        env_overrides[key] = _parse_value(value)
+        env_overrides[key] = parse_value(value)
     if args.impl is not None:
         env_overrides["impl"] = args.impl
-    env = registry.load(env_name, config_overrides=_tuples(env_overrides) or None)
+    env = registry.load(env_name, config_overrides=tuples(env_overrides) or None)
     cfg = ppo_params.ppo_config(env_name) if algo == "ppo" else ppo_params.sac_config(env_name)
     for name in PPO_FLAGS:
         value = getattr(args, name)
@@ -249,7 +232,7 @@ def _check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None
 
 def _load_env(run_config: dict[str, Any]):
     env_config = registry.get_default_config(run_config["env_name"])
-    env_config.update(_tuples(run_config["env"]))
+    env_config.update(tuples(run_config["env"]))
     env = registry.load(run_config["env_name"], config=env_config)
     randomizer = None
     if run_config["domain_randomization"]:
@@ -258,24 +241,7 @@ def _load_env(run_config: dict[str, Any]):
 
 
 def _train_config(run_config: dict[str, Any]) -> config_dict.ConfigDict:
-    return config_dict.ConfigDict(_tuples(run_config["train"]))
-
-
-def _new_run_dir(logdir: str, env_name: str, suffix: str | None) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{env_name}-{stamp}" + (f"-{suffix}" if suffix else "")
-    path = Path(logdir).expanduser().resolve() / name
-    n = 1
-    while path.exists():  # two runs started within one second
-        n += 1
-        path = path.with_name(f"{name}-{n}")
-    return path
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    return config_dict.ConfigDict(tuples(run_config["train"]))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -315,7 +281,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         if args.play_only:
             raise ValueError("--play_only needs --load_checkpoint_path (a run to evaluate).")
         run_config = make_run_config(args)
-        run_dir = _new_run_dir(args.logdir, run_config["env_name"], args.suffix)
+        run_dir = new_run_dir(args.logdir, run_config["env_name"], args.suffix)
     env, randomizer = _load_env(run_config)
     if run_config["algo"] == "sac":
         return sac_run.run(args, run_config, run_dir, env, randomizer)
@@ -343,7 +309,7 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
         show_progress=args.progress and lead,
     )
     if lead:
-        _write_json(run_dir / "config.json", run_config)
+        write_json(run_dir / "config.json", run_config)
         logger.write(
             f"{run_config['env_name']}: {total:,} env steps in "
             f"{trainer.schedule.num_epochs} epochs "
@@ -413,7 +379,7 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
             except RuntimeError as e:  # the trained policy is saved; only the video is lost
                 summary["video_error"] = str(e)
                 logger.write(f"no video: {e}")
-        _write_json(run_dir / "final.json", summary)
+        write_json(run_dir / "final.json", summary)
         logger.write(
             f"done: {step:,} steps, held-out success {summary['success_rate']:.0%} over "
             f"{cfg.num_eval_envs} episodes, reward {summary['episode_reward']:.2f}; "

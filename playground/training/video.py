@@ -1,14 +1,17 @@
-"""Rollout videos: a policy drives the env in JAX; frames come from `mujoco.Renderer`.
+"""Rollout videos: a policy drives the env in JAX.
 
 The rollout is one jitted scan over a batch of episodes (the env's own reset and step, so noise,
-delays and auto-reset do not interfere); only positions come back to the host, where native
-MuJoCo rebuilds each frame's kinematics and renders it.
+delays and auto-reset do not interfere).
+- `write_rollout_video`: only positions come back to the host, where native MuJoCo rebuilds each
+  frame's kinematics and renders it from an overview camera with `mujoco.Renderer`.
+- `write_camera_video`: a vision task's own camera observations, as the policy saw them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +21,15 @@ import numpy as np
 from playground.envs.base import MjxEnv
 
 
-def rollout_positions(
+def _rollout(
     env: MjxEnv,
     policy: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
     rng: jax.Array,
     num_episodes: int,
     episode_length: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(qpos `[E, T+1, nq]`, mocap_pos `[E, T+1, nmocap, 3]`, success `[E]`) of `num_episodes`.
+    record: Callable[[Any], Any],
+) -> tuple[Any, np.ndarray]:
+    """(`record(state)` stacked `[E, T+1, ...]`, success `[E]`) of `num_episodes` episodes.
 
     An episode that terminates early is frozen at its last state for the remaining frames.
     """
@@ -40,20 +44,100 @@ def rollout_positions(
             nxt = env.step(state, action)
             state = jax.tree.map(lambda new, old: jnp.where(done, old, new), nxt, state)
             done = done | (nxt.done > 0)
-            return (state, done), (state.data.qpos, state.data.mocap_pos)
+            return (state, done), record(state)
 
-        (last, _), (qpos, mocap) = jax.lax.scan(
+        (last, _), frames = jax.lax.scan(
             body, (state, jnp.array(False)), jax.random.split(key_act, episode_length)
         )
-        qpos = jnp.concatenate([state.data.qpos[None], qpos])
-        mocap = jnp.concatenate([state.data.mocap_pos[None], mocap])
-        return qpos, mocap, last.metrics.get("success", jnp.zeros(()))
+        frames = jax.tree.map(
+            lambda first, rest: jnp.concatenate([first[None], rest]), record(state), frames
+        )
+        return frames, last.metrics.get("success", jnp.zeros(()))
 
     run = jax.jit(jax.vmap(episode))
-    qpos, mocap, success = run(
+    frames, success = run(
         jax.random.split(k_reset, num_episodes), jax.random.split(k_act, num_episodes)
     )
-    return np.asarray(qpos), np.asarray(mocap), np.asarray(success)
+    return jax.tree.map(np.asarray, frames), np.asarray(success)
+
+
+def rollout_positions(
+    env: MjxEnv,
+    policy: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
+    rng: jax.Array,
+    num_episodes: int,
+    episode_length: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qpos `[E, T+1, nq]`, mocap_pos `[E, T+1, nmocap, 3]`, success `[E]`)."""
+    (qpos, mocap), success = _rollout(
+        env,
+        policy,
+        rng,
+        num_episodes,
+        episode_length,
+        lambda state: (state.data.qpos, state.data.mocap_pos),
+    )
+    return qpos, mocap, success
+
+
+def camera_grid(rgb: np.ndarray | None, depth: np.ndarray | None, scale: int) -> np.ndarray:
+    """Frames `[T, H', W', 3]` with each camera's RGB (top row) and depth (bottom row, white =
+    near, black = no return) side by side, enlarged `scale` times (nearest neighbour).
+
+    `rgb`: uint8 `[T, cams, H, W, 3]`; `depth`: metres `[T, cams, H, W]`; either may be None.
+    """
+    rows = []
+    if rgb is not None:
+        rows.append(np.concatenate(list(np.moveaxis(rgb, 1, 0)), axis=2))
+    if depth is not None:
+        far = max(float(depth.max()), 1e-6)
+        grey = np.where(depth > 0, 255 * (1.0 - 0.8 * depth / far), 0).astype(np.uint8)
+        grey = np.repeat(grey[..., None], 3, axis=-1)
+        rows.append(np.concatenate(list(np.moveaxis(grey, 1, 0)), axis=2))
+    grid = np.concatenate(rows, axis=1)
+    return grid.repeat(scale, axis=1).repeat(scale, axis=2)
+
+
+def write_camera_video(
+    env: MjxEnv,
+    policy: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
+    path: str | Path,
+    rng: jax.Array,
+    num_episodes: int = 2,
+    episode_length: int | None = None,
+    scale: int = 4,
+) -> tuple[Path, np.ndarray]:
+    """Writes an MP4 of what a vision task's cameras saw while `policy` drove it, episodes one
+    after another (the images the policy got, before any training augmentation); returns
+    (path, success)."""
+    import mediapy
+
+    keys = [k for k in ("rgb", "depth") if k in jax.eval_shape(env.reset, rng).obs]
+    if not keys:
+        raise ValueError(f"{type(env).__name__} has no camera observations (rgb or depth).")
+    _use_bundled_ffmpeg(mediapy)
+    frames, success = _rollout(
+        env,
+        policy,
+        rng,
+        num_episodes,
+        episode_length or env.config.episode_length,
+        lambda state: {k: state.obs[k] for k in keys},
+    )
+    video = np.concatenate(
+        [
+            camera_grid(
+                frames["rgb"][e] if "rgb" in frames else None,
+                frames["depth"][e] if "depth" in frames else None,
+                scale,
+            )
+            for e in range(num_episodes)
+        ]
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mediapy.write_video(str(path), video, fps=round(1.0 / env.ctrl_dt))
+    return path, success
 
 
 def render_frames(

@@ -37,6 +37,8 @@ def default_config() -> config_dict.ConfigDict:
 
 
 class AlohaS2RPegInsertionDistill(VisionEnv, peg_insertion.AlohaS2RPegInsertion):
+    TEACHER_ENV = "AlohaS2RPegInsertion"
+    POSE_BODY = "peg"
     PROPRIO = np.concatenate(
         [np.arange(ROBOT_PART), ARM_OBS + np.arange(ROBOT_PART), [2 * ARM_OBS + 3]]
     )

@@ -4,8 +4,9 @@ Each is its task (same physics, reward, success) plus two RGB cameras facing the
 far side of the table (`stereo_left` / `stereo_right`, 0.6 m apart, scene.xml) at 64x64, and a
 `proprio` observation without anything a camera would have to find: for the box tasks the
 noisy joints, hand pose and gripper, the commanded goal and the last action [34]; for reach the
-same without a goal [27] (the target is a red marker the cameras see). Visual randomisation (off
-by default) varies the box or target colour, the table, the lights and the camera mounts.
+robot's proprioception alone [24] (the target is a red marker the cameras see). Visual
+randomisation (off by default) varies the box or target colour, the table, the lights and the
+camera mounts.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ RESOLUTION = 64
 BOX_PROPRIO = np.concatenate(
     [np.arange(PROPRIO_SIZE), np.arange(box_task.OBS_SIZE - 10, box_task.OBS_SIZE)]
 )
-# Reach state: proprio | target 3 | target - tcp 3 | last action 3.
-REACH_PROPRIO = np.concatenate(
-    [np.arange(PROPRIO_SIZE), np.arange(reach.OBS_SIZE - 3, reach.OBS_SIZE)]
-)
+# Reach state: proprio | target 3 | target - tcp 3 | last action 3. The student gets the robot's
+# proprioception only: with the last action as an input, a student cloned from teacher-driven
+# data can learn to repeat it (the "copycat" shortcut of behaviour cloning from histories) instead
+# of reading the target from the images.
+REACH_PROPRIO = np.arange(PROPRIO_SIZE)
 
 
 def _with_cameras(
@@ -57,15 +59,21 @@ def reach_config() -> config_dict.ConfigDict:
 
 
 class FrankaGraspStereo(VisionEnv, grasp.FrankaGrasp):
+    TEACHER_ENV = "FrankaGrasp"
+    POSE_BODY = "box"
     PROPRIO = BOX_PROPRIO
     default_config = staticmethod(grasp_config)
 
 
 class FrankaLiftStereo(VisionEnv, lift.FrankaLift):
+    TEACHER_ENV = "FrankaLift"
+    POSE_BODY = "box"
     PROPRIO = BOX_PROPRIO
     default_config = staticmethod(lift_config)
 
 
 class FrankaReachStereo(VisionEnv, reach.FrankaReach):
+    TEACHER_ENV = "FrankaReach"
+    POSE_BODY = "target"
     PROPRIO = REACH_PROPRIO
     default_config = staticmethod(reach_config)

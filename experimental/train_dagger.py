@@ -1,0 +1,13 @@
+"""Distil a state-based teacher into a pixel student: `python experimental/train_dagger.py`.
+
+    python experimental/train_dagger.py --domain-randomization
+    python experimental/train_dagger.py --env-name FrankaReachStereo --teacher RUN/policy.pkl
+
+`--help` lists every flag; the run itself lives in playground/training/distill.py.
+"""
+
+import playground  # noqa: F401  (XLA flags, compilation cache, headless rendering)
+from playground.training import distill
+
+if __name__ == "__main__":
+    distill.main()

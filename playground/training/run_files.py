@@ -1,0 +1,41 @@
+"""Small helpers the training command lines share: run folders, JSON files, config overrides."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def tuples(x: Any) -> Any:
+    """JSON gives lists where configs hold tuples."""
+    if isinstance(x, dict):
+        return {k: tuples(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return tuple(tuples(v) for v in x)
+    return x
+
+
+def new_run_dir(logdir: str, env_name: str, suffix: str | None) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{env_name}-{stamp}" + (f"-{suffix}" if suffix else "")
+    path = Path(logdir).expanduser().resolve() / name
+    n = 1
+    while path.exists():  # two runs started within one second
+        n += 1
+        path = path.with_name(f"{name}-{n}")
+    return path
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
