@@ -19,7 +19,6 @@ says little; compare success.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
@@ -35,21 +34,31 @@ from playground.training.evaluate import HELD_OUT_SEED_OFFSET, make_evaluator
 from playground.training.run_files import parse_value, tuples
 
 
-class PixelsAsBrax(Wrapper):
+def to_brax(obs: dict) -> dict:
     """Our camera observations renamed as brax's vision networks read them: one float image
-    `pixels/view_<i>` [H, W, 3] in [0, 1] per camera, plus `proprio` and the teacher's `state`."""
+    `pixels/view_<i>` [..., H, W, 3] in [0, 1] per camera, plus `proprio` and the teacher's
+    `state` (any leading batch axes are kept)."""
+    out = {"proprio": obs["proprio"], "state": obs["state"]}
+    for i in range(obs["rgb"].shape[-4]):
+        out[f"pixels/view_{i}"] = obs["rgb"][..., i, :, :, :].astype(jnp.float32) / 255.0
+    return out
 
-    def _convert(self, state: State) -> State:
-        obs = {"proprio": state.obs["proprio"], "state": state.obs["state"]}
-        for i in range(state.obs["rgb"].shape[0]):
-            obs[f"pixels/view_{i}"] = state.obs["rgb"][i].astype(jnp.float32) / 255.0
-        return state.replace(obs=obs)
+
+class PixelsAsBrax(Wrapper):
+    """The batched training env with `to_brax` observations. It sits outside the batch wrapper
+    (which steps the unwrapped env) and keeps our observations in `info` for the inner step."""
+
+    @staticmethod
+    def _outer(state: State) -> State:
+        return state.replace(obs=to_brax(state.obs), info={**state.info, "raw_obs": state.obs})
 
     def reset(self, rng: jax.Array) -> State:
-        return self._convert(self.env.reset(rng))
+        return self._outer(self.env.reset(rng))
 
     def step(self, state: State, action: jax.Array) -> State:
-        return self._convert(self.env.step(state, action))
+        info = {k: v for k, v in state.info.items() if k != "raw_obs"}
+        inner = state.replace(obs=state.info["raw_obs"], info=info)
+        return self._outer(self.env.step(inner, action))
 
 
 def brax_bc_student(env, teacher, cfg, args, randomizer):
@@ -77,7 +86,7 @@ def brax_bc_student(env, teacher, cfg, args, randomizer):
         return action, {"loc": jnp.arctanh(jnp.clip(action, -1 + 1e-6, 1 - 1e-6))}
 
     samples = cfg.num_envs * cfg.unroll_length
-    wrapped = wrap_for_brax_training(PixelsAsBrax(env), cfg.episode_length, 1, randomizer)
+    wrapped = PixelsAsBrax(wrap_for_brax_training(env, cfg.episode_length, 1, randomizer))
     t0 = time.perf_counter()
     make_policy, params, _ = bc_train.train(
         demo_length=cfg.unroll_length,
@@ -157,13 +166,12 @@ def main() -> None:
     rows.append(("ours: DAgger", success(env, make_ours, state.params), ours_seconds))
 
     make_bc, bc_params, bc_seconds = brax_bc_student(env, teacher, cfg, args, randomizer)
-    rows.append(
-        (
-            "brax.training.agents.bc",
-            success(PixelsAsBrax(env), functools.partial(make_bc), bc_params),
-            bc_seconds,
-        )
-    )
+
+    def make_brax(p, deterministic=True):
+        policy = make_bc(p)
+        return lambda obs, rng: policy(to_brax(obs), rng)
+
+    rows.append(("brax.training.agents.bc", success(env, make_brax, bc_params), bc_seconds))
 
     steps = args.iterations * cfg.num_envs * cfg.unroll_length
     print(

@@ -162,3 +162,47 @@ def reach_run(tmp_path_factory) -> tuple[Path, dict]:
     logdir = tmp_path_factory.mktemp("runs")
     summary = teacher.main([*REACH_FLAGS, "--logdir", str(logdir), "--num_videos", "1"])
     return Path(summary["run_dir"]), summary
+
+
+# experimental/train_dagger.py on a tiny budget, distilling `reach_run`'s teacher: the run folder
+# and resume (test_distill) and the student's ONNX export (test_onnx_export) use it.
+TINY_FLAGS = [
+    "--env-name",
+    "FrankaReachStereo",
+    "--env-config",
+    "vision.width=32",
+    "--env-config",
+    "vision.height=32",
+    "--iterations",
+    "2",
+    "--eval-every",
+    "1",
+    "--num-eval-envs",
+    "4",
+    "--num-envs",
+    "4",
+    "--unroll-length",
+    "5",
+    "--updates-per-iteration",
+    "4",
+    "--update-unroll",
+    "2",
+    "--batch-size",
+    "16",
+    "--num-videos",
+    "1",
+    "--no-progress",
+]
+TINY_STEPS = 4 * 5  # envs x unroll per iteration
+
+
+@pytest.fixture(scope="session")
+def tiny_dagger_run(reach_run, tmp_path_factory) -> tuple[Path, dict]:
+    from playground.training import distill
+
+    _, teacher_summary = reach_run
+    logdir = tmp_path_factory.mktemp("dagger")
+    summary = distill.main(
+        [*TINY_FLAGS, "--teacher", teacher_summary["policy"], "--logdir", str(logdir)]
+    )
+    return Path(summary["run_dir"]), summary

@@ -11,10 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from playground import registry
 from playground.training import checkpoint, distill, policy_file
+from tests.conftest import TINY_STEPS
 
-# A small pixel task: FrankaReachStereo through both stereo cameras at 48x48.
+# The learning test: FrankaReachStereo through both stereo cameras at 48x48, the README's command.
+# It takes about 5 minutes on 2 cores, which the 20-minute CI budget cannot hold next to the rest,
+# so it is `slow`; CI runs the same CLI on a tiny budget (`tiny_dagger_run`) for outputs and resume.
 ENV_FLAGS = [
     "--env-name",
     "FrankaReachStereo",
@@ -24,90 +26,78 @@ ENV_FLAGS = [
     "vision.height=48",
 ]
 ITERATIONS = 20
-STEPS_PER_ITERATION = 32 * 20  # the default num_envs x unroll_length
-DAGGER_FLAGS = [
-    "--iterations",
-    str(ITERATIONS),
-    "--eval-every",
-    "10",
-    "--num-eval-envs",
-    "32",
-    "--no-progress",
-    "--num-videos",
-    "1",
-]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def dagger_run(reach_run, tmp_path_factory) -> tuple[Path, dict]:
+@pytest.mark.slow
+def test_student_reaches_80_percent_of_the_teacher(reach_run, tmp_path):
     _, teacher_summary = reach_run
-    logdir = tmp_path_factory.mktemp("dagger")
     summary = distill.main(
-        [*ENV_FLAGS, "--teacher", teacher_summary["policy"], *DAGGER_FLAGS, "--logdir", str(logdir)]
+        [
+            *ENV_FLAGS,
+            "--teacher",
+            teacher_summary["policy"],
+            "--iterations",
+            str(ITERATIONS),
+            "--num-eval-envs",
+            "32",
+            "--no-progress",
+            "--logdir",
+            str(tmp_path),
+        ]
     )
-    return Path(summary["run_dir"]), summary
-
-
-def test_student_reaches_80_percent_of_the_teacher(dagger_run):
-    run_dir, summary = dagger_run
     assert summary["teacher_success_rate"] >= 0.9, summary
     assert summary["student_success_rate"] >= 0.8 * summary["teacher_success_rate"], summary
-    rows = [r for r in _metrics(run_dir) if "eval/success_rate" in r]
+    rows = [r for r in _metrics(Path(summary["run_dir"])) if "eval/success_rate" in r]
     assert (
         len(rows) == 2 and rows[0]["eval/teacher_success_rate"] == summary["teacher_success_rate"]
     )
 
 
-def test_run_folder_has_every_output(dagger_run):
-    run_dir, summary = dagger_run
+def test_run_folder_has_every_output(tiny_dagger_run):
+    run_dir, summary = tiny_dagger_run
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["env_name"] == "FrankaReachStereo" and config["env"]["vision"]["width"] == 48
+    assert config["env_name"] == "FrankaReachStereo" and config["env"]["vision"]["width"] == 32
+    assert config["dagger"]["num_envs"] == 4 and config["teacher"] == summary["teacher"]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "camera_views.mp4").stat().st_size > 1000
+    assert 0.0 <= summary["student_success_rate"] <= 1.0
     rows = _metrics(run_dir)
-    assert len(rows) == ITERATIONS
-    betas = [r["dagger/beta"] for r in rows]
-    assert betas[0] == 1.0 and all(b > a for a, b in zip(betas[1:], betas, strict=False))
-    for key in ("dagger/action_mse", "dagger/pose_loss", "dagger/buffer_fill"):
+    assert len(rows) == 2 and rows[0]["dagger/beta"] == 1.0 and rows[1]["dagger/beta"] < 1.0
+    for key in (
+        "dagger/action_mse",
+        "dagger/pose_loss",
+        "eval/success_rate",
+        "eval/teacher_success_rate",
+    ):
         assert key in rows[-1]
-    # The buffer aggregates across iterations (true DAgger), up to its size.
-    assert rows[-1]["dagger/buffer_fill"] > rows[0]["dagger/buffer_fill"]
-    # The student file drives the env on its own (as the ONNX exporter reads it).
+    # The buffer aggregates across iterations (true DAgger).
+    assert [r["dagger/buffer_fill"] for r in rows] == [TINY_STEPS, 2 * TINY_STEPS]
+    # The student file rebuilds the network on its own (as the ONNX exporter reads it).
     payload = policy_file.read_student(summary["student"], "FrankaReachStereo")
-    policy = policy_file.make_student_fn(payload)
-    env = registry.load(
-        "FrankaReachStereo", config_overrides={"vision.width": 48, "vision.height": 48}
-    )
-    obs = env.reset(jax.random.PRNGKey(0)).obs
-    action = np.asarray(policy(obs, jax.random.PRNGKey(0)))
+    spec = payload["observation_spec"]
+    assert spec["rgb"] == ((2, 32, 32, 3), "uint8") and spec["proprio"] == ((24,), "float32")
+    obs = {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+    action = np.asarray(policy_file.make_student_fn(payload)(obs, jax.random.PRNGKey(0)))
     assert action.shape == (3,) and np.all(np.abs(action) <= 1)
 
 
-def test_resume_continues_from_the_checkpoint(dagger_run):
-    run_dir, summary = dagger_run
-    # The last checkpoint holds the whole loop state, the buffer included.
+def test_resume_continues_from_the_checkpoint(tiny_dagger_run):
+    run_dir, _ = tiny_dagger_run
     config, step, _ = checkpoint.read_config(run_dir)
-    assert step == ITERATIONS * STEPS_PER_ITERATION and config["iterations"] == ITERATIONS
+    assert step == 2 * TINY_STEPS and config["iterations"] == 2
     resumed = distill.main(
-        [
-            "--load-checkpoint-path",
-            str(run_dir),
-            "--iterations",
-            str(ITERATIONS + 1),
-            "--no-progress",
-            "--num-videos",
-            "0",
-        ]
+        ["--load-checkpoint-path", str(run_dir), "--iterations", "3", "--no-progress"]
     )
-    assert resumed["iterations"] == ITERATIONS + 1 and resumed["run_dir"] == str(run_dir)
+    assert resumed["iterations"] == 3 and resumed["run_dir"] == str(run_dir)
     rows = _metrics(run_dir)
-    assert len(rows) == ITERATIONS + 1 and rows[-1]["dagger/beta"] < rows[-2]["dagger/beta"]
+    assert len(rows) == 3 and rows[-1]["dagger/beta"] < rows[-2]["dagger/beta"]
     # The restored buffer kept every sample: one more iteration's worth was added to it.
-    assert rows[-1]["dagger/buffer_fill"] == (ITERATIONS + 1) * STEPS_PER_ITERATION
+    assert rows[-1]["dagger/buffer_fill"] == 3 * TINY_STEPS
+    assert checkpoint.read_config(run_dir)[1] == 3 * TINY_STEPS
 
 
 def test_missing_teacher_is_a_clear_error(tmp_path, capsys):

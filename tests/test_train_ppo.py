@@ -179,6 +179,8 @@ def test_unknown_flags_and_env_names_are_clear_errors(capsys, tmp_path):
         assert flag in help_text
 
 
+# About 110 s of cold compilation in a subprocess: `slow`, to keep CI under its 20 minutes.
+@pytest.mark.slow
 def test_two_devices_train_with_the_same_metrics(tmp_path, reach_run):
     """Data-parallel over 2 host devices: the batch splits evenly and the run logs the same keys."""
     flags = [

@@ -7,10 +7,12 @@ The teacher is a state-based policy file written by learning/train_jax_ppo.py fo
 task's state-based twin (`TEACHER_ENV` of the task class: FrankaReach for FrankaReachStereo);
 without `--teacher`, the newest `<logdir>/<twin>-*/policy.pkl` is used. A run folder
 `<logdir>/<task>-dagger-<timestamp>/` gets `config.json`, `checkpoints/<env_steps>/` (orbax: the
-student's params, optimiser state, the aggregated DAgger buffer, env states and rng, plus the
-config), `tb/` and `metrics.jsonl` (losses, beta, buffer fill, student success, and the teacher's
-success from the same held-out starts), `student.pkl` (the final student, read by the ONNX
-exporter), `final.json` and `camera_views.mp4` (what the cameras saw in a final student rollout).
+student's params, optimiser state, the aggregated DAgger buffer, rng and iteration, plus the
+config; the envs restart from fresh states on resume), `tb/` and `metrics.jsonl` (losses, beta,
+buffer fill, student success, and the teacher's success from the same held-out starts),
+`student.pkl` (the final student, read by the ONNX exporter), `final.json` and
+`camera_views.mp4` (what the cameras saw in the first held-out episodes of the final evaluation,
+as the student got it).
 """
 
 from __future__ import annotations
@@ -310,16 +312,32 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     def make_student_policy(p, deterministic=True):
         return lambda obs, rng: (student.apply(p, {k: obs[k] for k in loop.keys})[0], {})
 
-    def make_teacher_policy(_, deterministic=True):
-        return lambda obs, rng: (teacher(obs, rng), {})
+    def make_either_policy(p, deterministic=True):
+        """(student params, use_teacher): one compiled evaluation serves both policies."""
+        params, use_teacher = p
 
-    evaluate_student = make_evaluator(
-        env, make_student_policy, run_config["num_eval_envs"], cfg.episode_length, 1, randomizer
-    )
-    evaluate_teacher = make_evaluator(
-        env, make_teacher_policy, run_config["num_eval_envs"], cfg.episode_length, 1, randomizer
+        def policy(obs, rng):
+            mine = make_student_policy(params)(obs, rng)[0]
+            return jnp.where(use_teacher, teacher(obs, rng), mine), {}
+
+        return policy
+
+    num_videos = min(args.num_videos, run_config["num_eval_envs"])
+    camera_keys = tuple(k for k in ("rgb", "depth") if k in loop.keys)
+    evaluate_either = make_evaluator(
+        env,
+        make_either_policy,
+        run_config["num_eval_envs"],
+        cfg.episode_length,
+        1,
+        randomizer,
+        record=lambda st: {k: st.obs[k][:num_videos] for k in camera_keys},
     )
     eval_key = jax.random.PRNGKey(seed + HELD_OUT_SEED_OFFSET)
+
+    def evaluate(p, use_teacher: bool) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        metrics, frames = evaluate_either((p, jnp.asarray(use_teacher)), eval_key)
+        return {k: float(v) for k, v in metrics.items()}, frames
 
     logger = run_logger.RunLogger(
         run_dir,
@@ -337,20 +355,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         + (f"; resuming at iteration {start_iteration}" if start_iteration else "")
     )
     teacher_eval = {
-        f"{k.replace('eval/', 'eval/teacher_')}": float(v)
-        for k, v in evaluate_teacher(None, eval_key).items()
+        k.replace("eval/", "eval/teacher_"): v
+        for k, v in evaluate(state.params, use_teacher=True)[0].items()
     }
     logger.write(f"teacher on the held-out starts: {teacher_eval['eval/teacher_success_rate']:.0%}")
     ckpt = checkpoint.Checkpointer(run_dir / checkpoint.CHECKPOINT_DIR, max_to_keep=2)
 
     try:
-
-        def evaluate(p) -> dict[str, float]:
-            return {k: float(v) for k, v in evaluate_student(p, eval_key).items()} | teacher_eval
-
         t_start = time.perf_counter()
         iteration_seconds: list[float] = []
-        metrics: dict[str, float] = {}
+        final, frames = None, None
         for it in range(start_iteration, total_iterations):
             t0 = time.perf_counter()
             state, out = loop.iterate(state)
@@ -358,34 +372,17 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             iteration_seconds.append(time.perf_counter() - t0)
             out["dagger/iteration_seconds"] = iteration_seconds[-1]
             done = it + 1
+            final = None
             if done % run_config["eval_every"] == 0 or done == total_iterations:
-                out |= evaluate(state.params)
+                final, frames = evaluate(state.params, use_teacher=False)
+                out |= final | teacher_eval
                 ckpt.save(done * steps_per_iteration, _saved(state), run_config)
-            metrics = out
             logger.log(done * steps_per_iteration, out)
         train_seconds = time.perf_counter() - t_start
+        if final is None:
+            final, frames = evaluate(state.params, use_teacher=False)
 
-        final = evaluate(state.params) if "eval/success_rate" not in metrics else metrics
-        obs_spec = {k: (tuple(s.shape), s.dtype.name) for k, s in loop.obs_spec.items()}
-        student_path = policy_file.save_student(
-            run_dir / "student.pkl",
-            env_name=run_config["env_name"],
-            params=state.params,
-            network={
-                "action_size": student.action_size,
-                "use_rgb": student.use_rgb,
-                "use_depth": student.use_depth,
-                "depth_scale_m": student.depth_scale_m,
-                "features": student.features,
-                "hidden": tuple(student.hidden),
-            },
-            observation_spec=obs_spec,
-            extra={
-                "iterations": int(state.iteration),
-                "run_dir": str(run_dir),
-                "config": run_config,
-            },
-        )
+        student_path = _save_student(run_dir / "student.pkl", run_config, student, loop, state)
         summary: dict[str, Any] = {
             "env_name": run_config["env_name"],
             "teacher": run_config["teacher"],
@@ -404,21 +401,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if len(iteration_seconds) > 1:
             summary["steady_iteration_seconds"] = float(np.median(iteration_seconds[1:]))
-        if args.num_videos > 0:
-            try:
-                path, success = video.write_camera_video(
-                    env,
-                    make_student_policy(state.params),
-                    run_dir / "camera_views.mp4",
-                    jax.random.PRNGKey(seed),
-                    num_episodes=args.num_videos,
-                    episode_length=cfg.episode_length,
-                )
-                summary["video"] = str(path)
-                summary["video_success"] = float(np.mean(success))
-            except RuntimeError as e:  # the student is saved; only the video is lost
-                summary["video_error"] = str(e)
-                logger.write(f"no video: {e}")
+        if num_videos > 0:
+            # The first held-out episodes of the final evaluation, as the student saw them.
+            episodes = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in frames.items()}
+            path = video.write_camera_video(
+                run_dir / "camera_views.mp4", episodes, fps=1.0 / env.ctrl_dt
+            )
+            summary["video"] = str(path)
         write_json(run_dir / "final.json", summary)
         logger.write(
             f"done: {summary['iterations']} iterations, student success "
@@ -430,3 +419,27 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         logger.close()
         ckpt.close()
     return summary
+
+
+def _save_student(
+    path: Path, run_config: dict[str, Any], student: Student, loop: dagger.Dagger, state
+) -> Path:
+    return policy_file.save_student(
+        path,
+        env_name=run_config["env_name"],
+        params=state.params,
+        network={
+            "action_size": student.action_size,
+            "use_rgb": student.use_rgb,
+            "use_depth": student.use_depth,
+            "depth_scale_m": student.depth_scale_m,
+            "features": student.features,
+            "hidden": tuple(student.hidden),
+        },
+        observation_spec={k: (tuple(v.shape), v.dtype.name) for k, v in loop.obs_spec.items()},
+        extra={
+            "iterations": int(state.iteration),
+            "run_dir": str(path.parent),
+            "config": run_config,
+        },
+    )

@@ -9,6 +9,7 @@ the episode ends; returns and reward terms are summed up to that step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,12 +31,18 @@ def make_evaluator(
     episode_length: int,
     action_repeat: int = 1,
     randomization_fn: Randomizer | None = None,
-) -> Callable[[PolicyFn, jax.Array], dict[str, jax.Array]]:
-    """`evaluate(params, rng) -> metrics`, jitted, for the deterministic policy of `params`."""
+    record: Callable[[Any], Any] | None = None,
+) -> Callable[[Any, jax.Array], Any]:
+    """`evaluate(params, rng) -> metrics`, jitted, for the deterministic policy of `params`.
+
+    With `record`, `evaluate` returns `(metrics, recorded)`: `record(state)` of the batched
+    state after reset and after every step, stacked on a leading time axis (for videos of what
+    the eval episodes saw, without compiling a second rollout).
+    """
     wrapped = wrap_for_brax_training(env, episode_length, action_repeat, randomization_fn)
     n_steps = -(-episode_length // action_repeat)
 
-    def evaluate(params, rng: jax.Array) -> dict[str, jax.Array]:
+    def evaluate(params, rng: jax.Array) -> Any:
         policy = make_policy(params, deterministic=True)
         k_reset, k_act = jax.random.split(rng)
         state = wrapped.reset(jax.random.split(k_reset, num_eval_envs))
@@ -52,6 +59,7 @@ def make_evaluator(
             state, finished, success, length, episode = carry
             action, _ = policy(state.obs, key)
             state = wrapped.step(state, action)
+            seen = record(state) if record is not None else None
             ends = (state.done > 0) & (finished == 0)
             success = jnp.where(ends, state.metrics.get("success", zeros), success)
             length = jnp.where(ends, state.info["steps"], length)
@@ -59,9 +67,9 @@ def make_evaluator(
                 lambda old, new: jnp.where(ends, new, old), episode, state.info["episode_metrics"]
             )
             finished = jnp.maximum(finished, ends.astype(finished.dtype))
-            return (state, finished, success, length, episode), None
+            return (state, finished, success, length, episode), seen
 
-        (_, finished, success, length, episode), _ = jax.lax.scan(
+        (_, finished, success, length, episode), recorded = jax.lax.scan(
             body, init, jax.random.split(k_act, n_steps)
         )
         metrics = {
@@ -74,6 +82,9 @@ def make_evaluator(
         for name, value in episode.items():
             if name not in ("sum_reward", "length"):
                 metrics[f"eval/episode_{name}"] = jnp.mean(value)
-        return metrics
+        if record is None:
+            return metrics
+        first = jax.tree.map(lambda x: x[None], record(state))
+        return metrics, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), first, recorded)
 
     return jax.jit(evaluate)

@@ -109,17 +109,14 @@ def read_policy(path: str | os.PathLike, env_name: str | None = None) -> dict[st
     return _read(path, FORMAT, env_name)
 
 
-def make_policy_fn(
-    payload: Mapping[str, Any], deterministic: bool = True
-) -> Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]:
-    """`fn(obs_dict, rng) -> action in [-1, 1]` for one observation (jit- and vmap-able)."""
-    import jax.numpy as jnp
-    from brax.training.acme import running_statistics  # noqa: F401 - params pytree types
+def ppo_networks_of(payload: Mapping[str, Any]):
+    """brax's PPO networks described by a teacher file (params not included)."""
+    from brax.training.acme import running_statistics
     from brax.training.agents.ppo import networks as ppo_networks
 
     net = payload["network"]
-    networks = ppo_networks.make_ppo_networks(
-        observation_size=dict(net["observation_size"]),
+    return ppo_networks.make_ppo_networks(
+        observation_size={k: tuple(v) for k, v in net["observation_size"].items()},
         action_size=net["action_size"],
         preprocess_observations_fn=running_statistics.normalize,
         policy_hidden_layer_sizes=tuple(net["policy_hidden_layer_sizes"]),
@@ -128,8 +125,19 @@ def make_policy_fn(
         policy_obs_key=net["policy_obs_key"],
         value_obs_key=net["value_obs_key"],
     )
+
+
+def make_policy_fn(
+    payload: Mapping[str, Any], deterministic: bool = True
+) -> Callable[[Mapping[str, jax.Array], jax.Array], jax.Array]:
+    """`fn(obs_dict, rng) -> action in [-1, 1]` for one observation (jit- and vmap-able)."""
+    import jax.numpy as jnp
+    from brax.training.agents.ppo import networks as ppo_networks
+
     params = jax.tree_util.tree_map(jnp.asarray, payload["params"])
-    inference = ppo_networks.make_inference_fn(networks)((params[0], params[1]), deterministic)
+    inference = ppo_networks.make_inference_fn(ppo_networks_of(payload))(
+        (params[0], params[1]), deterministic
+    )
 
     def policy(obs: Mapping[str, jax.Array], rng: jax.Array) -> jax.Array:
         action, _ = inference(obs, rng)

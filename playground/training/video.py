@@ -4,14 +4,14 @@ The rollout is one jitted scan over a batch of episodes (the env's own reset and
 delays and auto-reset do not interfere).
 - `write_rollout_video`: only positions come back to the host, where native MuJoCo rebuilds each
   frame's kinematics and renders it from an overview camera with `mujoco.Renderer`.
-- `write_camera_video`: a vision task's own camera observations, as the policy saw them.
+- `write_camera_video`: a vision task's own camera observations, as the policy saw them
+  (recorded during an evaluation, see `evaluate.make_evaluator`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,15 +21,14 @@ import numpy as np
 from playground.envs.base import MjxEnv
 
 
-def _rollout(
+def rollout_positions(
     env: MjxEnv,
     policy: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
     rng: jax.Array,
     num_episodes: int,
     episode_length: int,
-    record: Callable[[Any], Any],
-) -> tuple[Any, np.ndarray]:
-    """(`record(state)` stacked `[E, T+1, ...]`, success `[E]`) of `num_episodes` episodes.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qpos `[E, T+1, nq]`, mocap_pos `[E, T+1, nmocap, 3]`, success `[E]`) of `num_episodes`.
 
     An episode that terminates early is frozen at its last state for the remaining frames.
     """
@@ -44,40 +43,20 @@ def _rollout(
             nxt = env.step(state, action)
             state = jax.tree.map(lambda new, old: jnp.where(done, old, new), nxt, state)
             done = done | (nxt.done > 0)
-            return (state, done), record(state)
+            return (state, done), (state.data.qpos, state.data.mocap_pos)
 
-        (last, _), frames = jax.lax.scan(
+        (last, _), (qpos, mocap) = jax.lax.scan(
             body, (state, jnp.array(False)), jax.random.split(key_act, episode_length)
         )
-        frames = jax.tree.map(
-            lambda first, rest: jnp.concatenate([first[None], rest]), record(state), frames
-        )
-        return frames, last.metrics.get("success", jnp.zeros(()))
+        qpos = jnp.concatenate([state.data.qpos[None], qpos])
+        mocap = jnp.concatenate([state.data.mocap_pos[None], mocap])
+        return qpos, mocap, last.metrics.get("success", jnp.zeros(()))
 
     run = jax.jit(jax.vmap(episode))
-    frames, success = run(
+    qpos, mocap, success = run(
         jax.random.split(k_reset, num_episodes), jax.random.split(k_act, num_episodes)
     )
-    return jax.tree.map(np.asarray, frames), np.asarray(success)
-
-
-def rollout_positions(
-    env: MjxEnv,
-    policy: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
-    rng: jax.Array,
-    num_episodes: int,
-    episode_length: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(qpos `[E, T+1, nq]`, mocap_pos `[E, T+1, nmocap, 3]`, success `[E]`)."""
-    (qpos, mocap), success = _rollout(
-        env,
-        policy,
-        rng,
-        num_episodes,
-        episode_length,
-        lambda state: (state.data.qpos, state.data.mocap_pos),
-    )
-    return qpos, mocap, success
+    return np.asarray(qpos), np.asarray(mocap), np.asarray(success)
 
 
 def camera_grid(rgb: np.ndarray | None, depth: np.ndarray | None, scale: int) -> np.ndarray:
@@ -99,31 +78,21 @@ def camera_grid(rgb: np.ndarray | None, depth: np.ndarray | None, scale: int) ->
 
 
 def write_camera_video(
-    env: MjxEnv,
-    policy: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
     path: str | Path,
-    rng: jax.Array,
-    num_episodes: int = 2,
-    episode_length: int | None = None,
+    frames: dict[str, np.ndarray],
+    fps: float,
     scale: int = 4,
-) -> tuple[Path, np.ndarray]:
-    """Writes an MP4 of what a vision task's cameras saw while `policy` drove it, episodes one
-    after another (the images the policy got, before any training augmentation); returns
-    (path, success)."""
+) -> Path:
+    """Writes an MP4 of a vision task's camera observations, episodes one after another.
+
+    `frames`: `rgb` uint8 `[E, T, cams, H, W, 3]` and/or `depth` metres `[E, T, cams, H, W]`,
+    for example what `evaluate.make_evaluator(..., record=...)` recorded.
+    """
     import mediapy
 
-    keys = [k for k in ("rgb", "depth") if k in jax.eval_shape(env.reset, rng).obs]
-    if not keys:
-        raise ValueError(f"{type(env).__name__} has no camera observations (rgb or depth).")
-    _use_bundled_ffmpeg(mediapy)
-    frames, success = _rollout(
-        env,
-        policy,
-        rng,
-        num_episodes,
-        episode_length or env.config.episode_length,
-        lambda state: {k: state.obs[k] for k in keys},
-    )
+    if not frames:
+        raise ValueError("No camera observations (rgb or depth) to write.")
+    episodes = len(next(iter(frames.values())))
     video = np.concatenate(
         [
             camera_grid(
@@ -131,13 +100,14 @@ def write_camera_video(
                 frames["depth"][e] if "depth" in frames else None,
                 scale,
             )
-            for e in range(num_episodes)
+            for e in range(episodes)
         ]
     )
+    _use_bundled_ffmpeg(mediapy)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mediapy.write_video(str(path), video, fps=round(1.0 / env.ctrl_dt))
-    return path, success
+    mediapy.write_video(str(path), video, fps=round(fps))
+    return path
 
 
 def render_frames(

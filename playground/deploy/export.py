@@ -1,0 +1,164 @@
+"""Policies to ONNX with jax2onnx: teachers (state MLP) and pixel students, one file each.
+
+    model = export.teacher_to_onnx(policy_file.read_policy("run/policy.pkl"))
+    model = export.student_to_onnx(policy_file.read_student("run/student.pkl"))
+    export.check_parity(model, jax_fn, observations)   # raises ParityError past the tolerance
+    export.save(model, "policy.onnx", metadata)
+
+The ONNX graph is the deterministic policy as the env sees it: the teacher's observation
+normaliser is folded into the graph as constants, and the output is the squashed action in
+[-1, 1] (`action`, shape [B, action_size]). Inputs are named after the observation keys (`state`
+for a teacher; `rgb`, `depth`, `proprio` for a student) with a dynamic batch dimension `B`.
+Weights are embedded, so a policy is exactly one `.onnx` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import onnx
+
+PARITY_TOL = 1e-5
+ACTION_OUTPUT = "action"
+
+
+class ParityError(RuntimeError):
+    """The ONNX model's actions differ from JAX's by more than the tolerance."""
+
+
+def teacher_forward(payload: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
+    """`fn(state [B, n]) -> action [B, a]` of a teacher policy file's deterministic policy."""
+    from playground.training.policy_file import ppo_networks_of
+
+    net = payload["network"]
+    sizes = {k: tuple(v) for k, v in net["observation_size"].items()}
+    networks = ppo_networks_of(payload)
+    normalizer, policy = jax.tree_util.tree_map(jnp.asarray, tuple(payload["params"][:2]))
+    key = net["policy_obs_key"]
+
+    def forward(state: jax.Array) -> jax.Array:
+        # The policy network reads only its own key; the others are placeholders of the
+        # right shape for brax's normaliser, which walks every key.
+        obs = {k: jnp.zeros(state.shape[:-1] + s, state.dtype) for k, s in sizes.items()}
+        obs[key] = state
+        logits = networks.policy_network.apply(normalizer, policy, obs)
+        return jnp.tanh(logits[..., : net["action_size"]])  # the tanh-normal's mode
+
+    return forward
+
+
+def student_forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
+    """`fn(*inputs in observation_spec order) -> action [B, a]` of a student file."""
+    from playground.networks.student import Student
+
+    student = Student(**payload["network"])
+    params = jax.tree_util.tree_map(jnp.asarray, payload["params"])
+    keys = tuple(payload["observation_spec"])
+
+    def forward(*inputs: jax.Array) -> jax.Array:
+        return student.apply(params, dict(zip(keys, inputs, strict=True)))[0]
+
+    return forward
+
+
+def forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
+    """The deterministic policy of a teacher or student file, inputs in `input_specs` order."""
+    return student_forward(payload) if "observation_spec" in payload else teacher_forward(payload)
+
+
+def input_specs(payload: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Input name -> (shape without batch, dtype name) of a teacher or student file."""
+    if "observation_spec" in payload:
+        return {k: (tuple(s), str(d)) for k, (s, d) in payload["observation_spec"].items()}
+    net = payload["network"]
+    key = net["policy_obs_key"]
+    return {key: (tuple(net["observation_size"][key]), "float32")}
+
+
+def to_onnx(payload: Mapping[str, Any], model_name: str) -> onnx.ModelProto:
+    """The ONNX model of a teacher or student file's deterministic policy."""
+    from jax2onnx import to_onnx as convert
+
+    specs = input_specs(payload)
+    inputs = [SimpleNamespace(shape=("B", *s), dtype=np.dtype(d)) for s, d in specs.values()]
+    return convert(
+        forward(payload),
+        inputs,
+        model_name=model_name,
+        input_names=list(specs),
+        output_names=[ACTION_OUTPUT],
+        return_mode="proto",
+    )
+
+
+def jax_actions(payload: Mapping[str, Any], observations: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The JAX policy's actions `[B, a]` on a batch of observations (the parity reference)."""
+    fn = jax.jit(forward(payload))
+    return np.asarray(fn(*(jnp.asarray(observations[k]) for k in input_specs(payload))))
+
+
+def onnx_actions(model: onnx.ModelProto, observations: Mapping[str, np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return session.run([ACTION_OUTPUT], {k: np.asarray(observations[k]) for k in names})[0]
+
+
+def check_parity(
+    model: onnx.ModelProto,
+    payload: Mapping[str, Any],
+    observations: Mapping[str, np.ndarray],
+    tol: float = PARITY_TOL,
+) -> float:
+    """Max abs difference of ONNX and JAX actions on `observations`; ParityError past `tol`."""
+    ours = onnx_actions(model, observations)
+    reference = jax_actions(payload, observations)
+    if ours.shape != reference.shape:
+        raise ParityError(f"ONNX action shape {ours.shape} differs from JAX's {reference.shape}.")
+    diff = float(np.max(np.abs(ours - reference)))
+    if not np.isfinite(diff) or diff > tol:
+        raise ParityError(
+            f"ONNX and JAX actions differ by up to {diff:.3g} on {len(reference)} recorded "
+            f"observations (tolerance {tol:g}); the export is not written."
+        )
+    return diff
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, metadata: Mapping[str, Any]) -> Path:
+    """Writes `model` with `metadata` (values JSON-encoded) as one file, atomically."""
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key = key
+        entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp, save_as_external_data=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -1,0 +1,173 @@
+"""The command line of experimental/jax2onnx/aloha_nets_to_onnx.py: policy files to ONNX.
+
+    python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path logs/FrankaReach-<ts>
+    python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path RUN/student.pkl
+
+`--checkpoint_path` is a run folder (its `policy.pkl` teacher and/or `student.pkl` student are
+exported) or one of those files. Each policy becomes `<run>/onnx/<teacher|student>.onnx` (or
+`--output_dir`). Before a file is written, the policy drives its own env for a few steps and the
+ONNX actions on those recorded observations must match JAX's to `--tol` (1e-5); otherwise the
+export fails and nothing is written. Metadata in the file: format, kind, task, inputs (names,
+shapes, dtypes), action range and the env's action scaling, control rate, the env config, the
+SHA-256 of the source file, and the parity result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from playground import registry
+from playground.deploy import export
+from playground.training import policy_file
+from playground.training.run_files import tuples
+
+FORMAT = "s2r-playground/onnx-policy/v1"
+SOURCES = {"teacher": "policy.pkl", "student": "student.pkl"}
+
+
+def find_sources(path: str | Path) -> dict[str, Path]:
+    """kind -> policy file, from a run folder or one file; an error says what was expected."""
+    path = Path(path).expanduser().resolve()
+    if path.is_file():
+        kind = "student" if path.name == SOURCES["student"] else "teacher"
+        return {kind: path}
+    if not path.is_dir():
+        raise FileNotFoundError(f"--checkpoint_path {path} does not exist.")
+    found = {k: path / name for k, name in SOURCES.items() if (path / name).is_file()}
+    if not found:
+        raise FileNotFoundError(
+            f"No policy in {path}: expected policy.pkl (learning/train_jax_ppo.py) or "
+            "student.pkl (experimental/train_dagger.py)."
+        )
+    return found
+
+
+def load_payload(kind: str, path: Path) -> dict[str, Any]:
+    return policy_file.read_student(path) if kind == "student" else policy_file.read_policy(path)
+
+
+def env_of(payload: dict[str, Any]):
+    """The env the policy was trained on, with the run's env config when the file has it."""
+    name = payload["env_name"]
+    config = registry.get_default_config(name)
+    saved = payload.get("extra", {}).get("config", {}).get("env")
+    if saved:
+        config.update(tuples(saved))
+    return registry.load(name, config=config)
+
+
+def record_observations(
+    env, payload: dict[str, Any], num_envs: int, steps: int, seed: int
+) -> dict[str, np.ndarray]:
+    """The policy's inputs `[num_envs * (steps + 1), ...]` along its own rollouts in `env`."""
+    specs = export.input_specs(payload)
+    policy = (
+        policy_file.make_student_fn(payload)
+        if "observation_spec" in payload
+        else policy_file.make_policy_fn(payload)
+    )
+
+    def rollout(key):
+        state = env.reset(key)
+
+        def step(state, k):
+            state = env.step(state, policy(state.obs, k))
+            return state, {n: state.obs[n] for n in specs}
+
+        _, seen = jax.lax.scan(step, state, jax.random.split(key, steps))
+        return seen, {n: state.obs[n] for n in specs}
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_envs)
+    seen, first = jax.jit(jax.vmap(rollout))(keys)
+    return {
+        n: np.concatenate([np.asarray(first[n]), np.asarray(seen[n]).reshape(-1, *specs[n][0])])
+        for n in specs
+    }
+
+
+def metadata(
+    kind: str, source: Path, payload: dict[str, Any], env, parity: float, samples: int
+) -> dict[str, Any]:
+    config = env.config.to_dict()
+    return {
+        "s2r/format": FORMAT,
+        "s2r/kind": kind,
+        "s2r/env_name": payload["env_name"],
+        "s2r/inputs": {
+            name: {"shape": ["B", *shape], "dtype": dtype}
+            for name, (shape, dtype) in export.input_specs(payload).items()
+        },
+        "s2r/output": {"name": export.ACTION_OUTPUT, "shape": ["B", env.action_size]},
+        "s2r/action": {
+            "range": [-1.0, 1.0],
+            "scaling": {k: v for k, v in config.items() if "action" in k},
+        },
+        "s2r/control_hz": 1.0 / env.ctrl_dt,
+        "s2r/env_config": config,
+        "s2r/source": str(source),
+        "s2r/source_sha256": export.file_sha256(source),
+        "s2r/parity": {"max_abs_diff": parity, "samples": samples, "tol": export.PARITY_TOL},
+    }
+
+
+def export_one(
+    kind: str, source: Path, out_dir: Path, num_envs: int, steps: int, tol: float
+) -> dict[str, Any]:
+    payload = load_payload(kind, source)
+    env = env_of(payload)
+    model = export.to_onnx(payload, model_name=f"{payload['env_name']}_{kind}")
+    observations = record_observations(env, payload, num_envs, steps, seed=0)
+    samples = len(next(iter(observations.values())))
+    parity = export.check_parity(model, payload, observations, tol)
+    path = export.save(
+        model,
+        out_dir / f"{kind}.onnx",
+        metadata(kind, source, payload, env, parity, samples),
+    )
+    return {"kind": kind, "onnx": str(path), "parity_max_abs_diff": parity, "samples": samples}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aloha_nets_to_onnx.py",
+        description="Export trained teacher and student policies to ONNX (jax2onnx).",
+        allow_abbrev=False,
+    )
+    p.add_argument("--checkpoint_path", "--checkpoint-path", required=True, dest="path")
+    p.add_argument("--output_dir", "--output-dir", default=None, help="default: <run>/onnx")
+    p.add_argument("--parity_envs", type=int, default=4, help="envs recorded for the parity check")
+    p.add_argument("--parity_steps", type=int, default=16, help="steps recorded per env")
+    p.add_argument("--tol", type=float, default=export.PARITY_TOL, help="parity tolerance")
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        sources = find_sources(args.path)
+        results = []
+        for kind, source in sources.items():
+            out_dir = Path(args.output_dir) if args.output_dir else source.parent / "onnx"
+            result = export_one(
+                kind, source, out_dir, args.parity_envs, args.parity_steps, args.tol
+            )
+            print(
+                f"{kind}: {result['onnx']} (ONNX vs JAX max abs diff "
+                f"{result['parity_max_abs_diff']:.2g} on {result['samples']} recorded observations)"
+            )
+            results.append(result)
+        return results
+    except (FileNotFoundError, policy_file.PolicyFileError, export.ParityError, KeyError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        parser.exit(2, f"aloha_nets_to_onnx.py: error: {message}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
