@@ -31,6 +31,7 @@ from playground.envs.base import State
 from playground.envs.wrappers import Wrapper, wrap_for_brax_training
 from playground.training import dagger, distill
 from playground.training.evaluate import HELD_OUT_SEED_OFFSET, make_evaluator
+from playground.training.ppo import bind_randomizer
 from playground.training.run_files import parse_value, tuples
 
 
@@ -86,6 +87,7 @@ def brax_bc_student(env, teacher, cfg, args, randomizer):
         return action, {"loc": jnp.arctanh(jnp.clip(action, -1 + 1e-6, 1 - 1e-6))}
 
     samples = cfg.num_envs * cfg.unroll_length
+    randomizer = bind_randomizer(randomizer, jax.random.PRNGKey(args.seed), cfg.num_envs)
     wrapped = PixelsAsBrax(wrap_for_brax_training(env, cfg.episode_length, 1, randomizer))
     t0 = time.perf_counter()
     make_policy, params, _ = bc_train.train(
@@ -139,7 +141,12 @@ def main() -> None:
 
     def success(eval_env, make_policy, params) -> float:
         evaluate = make_evaluator(
-            eval_env, make_policy, args.num_eval_envs, cfg.episode_length, 1, randomizer
+            eval_env,
+            make_policy,
+            args.num_eval_envs,
+            cfg.episode_length,
+            1,
+            bind_randomizer(randomizer, eval_key, args.num_eval_envs),
         )
         return float(evaluate(params, eval_key)["eval/success_rate"])
 
@@ -152,7 +159,8 @@ def main() -> None:
     student = distill.make_student(env, cfg)
     k_init, k_run = jax.random.split(jax.random.PRNGKey(args.seed))
     params, _ = distill.init_student_params(student, env, k_init, str(distill.DEFAULT_ENCODER))
-    loop = dagger.Dagger(env, teacher, student, cfg, type(env).POSE_BODY, randomizer)
+    train_dr = bind_randomizer(randomizer, jax.random.PRNGKey(args.seed), cfg.num_envs)
+    loop = dagger.Dagger(env, teacher, student, cfg, type(env).POSE_BODY, train_dr)
     t0 = time.perf_counter()
     state = loop.init(k_run, params)
     for _ in range(args.iterations):

@@ -192,6 +192,7 @@ TINY_FLAGS = [
     "--num-videos",
     "1",
     "--no-progress",
+    "--domain-randomization",
 ]
 TINY_STEPS = 4 * 5  # envs x unroll per iteration
 

@@ -62,6 +62,8 @@ def test_run_folder_has_every_output(tiny_dagger_run):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["env_name"] == "FrankaReachStereo" and config["env"]["vision"]["width"] == 32
     assert config["dagger"]["num_envs"] == 4 and config["teacher"] == summary["teacher"]
+    # --domain-randomization: per-env physics and the visual randomisation of the task.
+    assert config["domain_randomization"] and config["env"]["vision"]["visual_dr"]["enabled"]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "camera_views.mp4").stat().st_size > 1000
     assert 0.0 <= summary["student_success_rate"] <= 1.0

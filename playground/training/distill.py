@@ -34,6 +34,7 @@ from playground.networks import nature_cnn
 from playground.networks.student import Student, init_from_pretrained
 from playground.training import checkpoint, dagger, policy_file, run_logger, video
 from playground.training.evaluate import HELD_OUT_SEED_OFFSET, make_evaluator
+from playground.training.ppo import bind_randomizer
 from playground.training.run_files import new_run_dir, parse_value, tuples, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,7 +298,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     seed = run_config["seed"]
     k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
     params, encoder_from = init_student_params(student, env, k_init, run_config["encoder"])
-    loop = dagger.Dagger(env, teacher, student, cfg, type(env).POSE_BODY, randomizer)
+    k_dr_train, k_dr_eval = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 0xD5))
+    loop = dagger.Dagger(
+        env,
+        teacher,
+        student,
+        cfg,
+        type(env).POSE_BODY,
+        bind_randomizer(randomizer, k_dr_train, cfg.num_envs),
+    )
     state = loop.init(k_run, params)
     if args.load_checkpoint_path:
         restored, _, _ = checkpoint.restore(args.load_checkpoint_path, _saved(state))
@@ -330,7 +339,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         run_config["num_eval_envs"],
         cfg.episode_length,
         1,
-        randomizer,
+        bind_randomizer(randomizer, k_dr_eval, run_config["num_eval_envs"]),
         record=lambda st: {k: st.obs[k][:num_videos] for k in camera_keys},
     )
     eval_key = jax.random.PRNGKey(seed + HELD_OUT_SEED_OFFSET)
