@@ -47,8 +47,8 @@ def teacher_forward(payload: Mapping[str, Any]) -> Callable[[jax.Array], jax.Arr
     key = net["policy_obs_key"]
 
     def forward(state: jax.Array) -> jax.Array:
-        # The policy network reads only its own key; the others are placeholders of the
-        # right shape for brax's normaliser, which walks every key.
+        # The policy network reads only its own key, but brax's normaliser walks every key,
+        # so the other keys get zeros of their trained shapes.
         obs = {k: jnp.zeros(state.shape[:-1] + s, state.dtype) for k, s in sizes.items()}
         obs[key] = state
         logits = networks.policy_network.apply(normalizer, policy, obs)

@@ -35,7 +35,7 @@ from playground.networks.student import Student, init_from_pretrained
 from playground.training import checkpoint, dagger, policy_file, run_logger, video
 from playground.training.evaluate import HELD_OUT_SEED_OFFSET, make_evaluator
 from playground.training.ppo import bind_randomizer
-from playground.training.run_files import new_run_dir, parse_value, tuples, write_json
+from playground.training.run_files import new_run_dir, parse_overrides, tuples, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV = "FrankaReachStereo"
@@ -197,12 +197,7 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(
             f"{env_name!r} has no cameras; distil into one of: {', '.join(registry.VISION_ENVS)}."
         )
-    overrides = {}
-    for item in args.env_config:
-        if "=" not in item:
-            raise ValueError(f"--env-config expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key] = parse_value(value)
+    overrides = parse_overrides(args.env_config, "--env-config")
     if args.domain_randomization:
         overrides["vision.visual_dr.enabled"] = True
     env = registry.load(env_name, config_overrides=tuples(overrides) or None)

@@ -39,3 +39,14 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
+
+
+def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
+    """`["a.b=1", "c=x"]` (a repeatable KEY=VALUE flag) to `{"a.b": 1, "c": "x"}`."""
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        overrides[key] = parse_value(value)
+    return overrides

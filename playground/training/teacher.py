@@ -22,7 +22,7 @@ from ml_collections import config_dict
 
 from playground import registry
 from playground.training import checkpoint, evaluate, policy_file, ppo_params, run_logger, video
-from playground.training.run_files import new_run_dir, parse_value, tuples, write_json
+from playground.training.run_files import new_run_dir, parse_overrides, tuples, write_json
 
 DEFAULT_ENV = "AlohaS2RPick"
 
@@ -165,12 +165,7 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The full description of a new run (JSON-able), from defaults plus the flags set."""
     env_name = args.env_name or DEFAULT_ENV
     algo = args.algo or "ppo"
-    env_overrides = {}
-    for item in args.env_config:
-        if "=" not in item:
-            raise ValueError(f"--env_config expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        env_overrides[key] = parse_value(value)
+    env_overrides = parse_overrides(args.env_config, "--env_config")
     if args.impl is not None:
         env_overrides["impl"] = args.impl
     env = registry.load(env_name, config_overrides=tuples(env_overrides) or None)
