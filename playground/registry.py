@@ -65,6 +65,10 @@ def _entry(name: str) -> _Entry:
     return _REGISTRY[name]
 
 
+def get_env_class(name: str) -> type[MjxEnv]:
+    return _entry(name).env_class
+
+
 def get_default_config(name: str) -> config_dict.ConfigDict:
     return _entry(name).default_config()
 

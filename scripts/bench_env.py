@@ -2,13 +2,16 @@
 
     python scripts/bench_env.py                          # every env, batches 1 64 256
     python scripts/bench_env.py --envs AlohaS2RPick --batch 128 --steps 20 --repeats 5
+    python scripts/bench_env.py --envs AlohaS2RPick --batch 128 --impls jax native
 
 Each batch size times a jitted `lax.scan` of `--steps` batched env steps with random actions (the
 raw env, no auto-reset), `--repeats` times after one warm-up call, and reports the median.
 jit time = trace + compile + first run of reset, and of the scan. Physics steps/s = env steps/s
 x n_substeps. Ratios between rows of one run mean something on any machine; absolute numbers
 only on the machine that printed them (the table header says which device).
-Set S2R_NO_XLA_FLAGS=1 to measure without the project's CPU XLA flags.
+Set S2R_NO_XLA_FLAGS=1 to measure without the project's CPU XLA flags. `native` (MuJoCo C, see
+playground/physics/native.py) uses S2R_NATIVE_THREADS threads, by default the CPUs this process
+may run on; the table's impl column says how many.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 import playground  # noqa: F401  (sets XLA flags before jax starts)
-from playground import registry
+from playground import physics, registry
+from playground.physics import native
 
 
 def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dict:
@@ -73,13 +77,23 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 64, 256], help="batch sizes")
     parser.add_argument("--steps", type=int, default=20, help="env steps per timed call")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls (median reported)")
-    parser.add_argument("--impl", default="jax", help="physics implementation: jax or warp")
+    parser.add_argument(
+        "--impls",
+        "--impl",
+        nargs="+",
+        default=["jax"],
+        choices=physics.IMPLS,
+        help="physics implementations to compare (each row is one env, impl and batch)",
+    )
     args = parser.parse_args()
+    for impl in args.impls:
+        physics.check_impl(impl)  # fail fast, saying why, before any env compiles
     for name in args.envs:
         registry.get_default_config(name)  # fail fast, listing valid names, on a typo
     dev = jax.devices()[0]
     print(
-        f"device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores, "
+        f"device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores "
+        f"({native.default_nthread()} for native physics), "
         f"{platform.machine()}; jax {jax.__version__}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
@@ -90,14 +104,21 @@ def main() -> None:
     print("|" + "---|" * 7)
     for name in args.envs:
         for batch in args.batch:
-            r = bench(name, batch, args.steps, args.repeats, args.impl)
-            flag = "" if r["finite"] else " (NaN!)"
-            print(
-                f"| {r['env']} | {r['impl']} | {r['batch']} | {r['jit_reset_s']:.1f} | "
-                f"{r['jit_step_s']:.1f} | {r['env_steps_s']:,.0f}{flag} | "
-                f"{r['physics_steps_s']:,.0f} |",
-                flush=True,
-            )
+            for impl in args.impls:
+                r = bench(name, batch, args.steps, args.repeats, impl)
+                _print_row(r)
+
+
+def _print_row(r: dict) -> None:
+    flag = "" if r["finite"] else " (NaN!)"
+    impl = r["impl"]
+    if impl == "native":
+        impl += f" ({native.default_nthread()} threads)"
+    print(
+        f"| {r['env']} | {impl} | {r['batch']} | {r['jit_reset_s']:.1f} | "
+        f"{r['jit_step_s']:.1f} | {r['env_steps_s']:,.0f}{flag} | {r['physics_steps_s']:,.0f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

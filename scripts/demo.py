@@ -1,14 +1,19 @@
-"""The CPU demo of the pipeline as it stands: tasks, physics, randomisation, teacher training.
+"""The CPU demo of the whole pipeline: tasks, physics, teacher, student, ONNX, sim-to-sim.
 
-    python scripts/demo.py            # about 4 minutes on 2 CPU cores the first time (cold cache)
-    python scripts/demo.py --quick    # skip the teacher-training stage
+    python scripts/demo.py            # the README gives its measured time on 2 CPU cores
+    python scripts/demo.py --quick    # stages 1-3 only (no training)
 
 Stages, each printing its result:
 1. Feasibility: a scripted grasp-and-lift (native MuJoCo) picks the AlohaS2RPick block.
 2. Batched MJX rollout of AlohaS2RPick with per-env domain randomisation: env steps/s, rewards.
 3. AlohaS2RPegInsertion from its lifted start: both arms hold their objects.
-4. Teacher training with learning/train_jax_ppo.py on FrankaReach (PPO, asymmetric actor-critic)
-   to >= 90% held-out success, with its run folder: checkpoints, logs, curve, policy, video.
+4. Teacher: learning/train_jax_ppo.py on FrankaReach (PPO, asymmetric actor-critic), with its
+   run folder: checkpoints, logs, curve, policy, video.
+5. Student: experimental/train_dagger.py distils it into a FrankaReachStereo pixel student
+   (two 48x48 cameras, DAgger), with its run folder and camera video.
+6. ONNX: experimental/jax2onnx/aloha_nets_to_onnx.py exports both, checked against JAX.
+7. Sim-to-sim: scripts/sim2sim.py runs both ONNX policies on a native-MuJoCo robot (latency,
+   sensor noise, safety layer, mujoco.Renderer cameras) beside the MJX env.
 """
 
 # ruff: noqa: I001  (playground is imported first on purpose)
@@ -105,7 +110,7 @@ def peg_lifted_start() -> None:
     print(f"({time.perf_counter() - t:.1f} s)")
 
 
-def teacher(num_timesteps: int, logdir: str) -> None:
+def teacher(num_timesteps: int, logdir: str) -> dict:
     from playground.training import teacher as teacher_cli
 
     t = stage(
@@ -131,13 +136,65 @@ def teacher(num_timesteps: int, logdir: str) -> None:
         f"learning_curve.png, rollout.mp4)"
     )
     print(f"({time.perf_counter() - t:.1f} s)")
+    return summary
+
+
+def student(teacher_policy: str, iterations: int, logdir: str) -> dict:
+    from playground.training import distill
+
+    t = stage(
+        f"5. Student distillation (experimental/train_dagger.py): FrankaReachStereo, 48x48 "
+        f"stereo cameras, {iterations} DAgger iterations"
+    )
+    summary = distill.main(
+        [
+            "--teacher",
+            teacher_policy,
+            "--env-config",
+            "vision.width=48",
+            "--env-config",
+            "vision.height=48",
+            "--iterations",
+            str(iterations),
+            "--logdir",
+            logdir,
+        ]
+    )
+    print(
+        f"held-out success: student {summary['student_success_rate']:.0%}, teacher "
+        f"{summary['teacher_success_rate']:.0%} on the same starts; run folder "
+        f"{summary['run_dir']} (student.pkl, checkpoints/, tb/, camera_views.mp4)"
+    )
+    print(f"({time.perf_counter() - t:.1f} s)")
+    return summary
+
+
+def export(run_dirs: list[str]) -> list[str]:
+    from playground.deploy import export_cli
+
+    t = stage("6. ONNX export (experimental/jax2onnx/aloha_nets_to_onnx.py)")
+    paths = []
+    for run_dir in run_dirs:
+        for result in export_cli.main(["--checkpoint_path", run_dir]):
+            paths.append(result["onnx"])
+    print(f"({time.perf_counter() - t:.1f} s)")
+    return paths
+
+
+def sim_to_sim(onnx_paths: list[str], episodes: int) -> None:
+    from playground.deploy import sim2sim
+
+    t = stage(f"7. Sim-to-sim (scripts/sim2sim.py): {episodes} episodes per policy")
+    for path in onnx_paths:
+        sim2sim.main(["--onnx", path, "--episodes", str(episodes)])
+    print(f"({time.perf_counter() - t:.1f} s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="skip the teacher-training stage")
+    parser.add_argument("--quick", action="store_true", help="stages 1-3 only (no training)")
     parser.add_argument("--batch", type=int, default=64, help="envs in the rollout stage")
     parser.add_argument(
         "--teacher_timesteps",
@@ -145,7 +202,11 @@ def main() -> None:
         default=163_840,
         help="env steps of the FrankaReach teacher",
     )
-    parser.add_argument("--logdir", default="logs", help="where the teacher's run folder goes")
+    parser.add_argument(
+        "--student_iterations", type=int, default=20, help="DAgger iterations of the student"
+    )
+    parser.add_argument("--episodes", type=int, default=16, help="sim-to-sim episodes per policy")
+    parser.add_argument("--logdir", default="logs", help="where the run folders go")
     args = parser.parse_args()
     start = time.perf_counter()
     print(
@@ -156,7 +217,9 @@ def main() -> None:
     batched_rollout(args.batch, 20)
     peg_lifted_start()
     if not args.quick:
-        teacher(args.teacher_timesteps, args.logdir)
+        t = teacher(args.teacher_timesteps, args.logdir)
+        s = student(t["policy"], args.student_iterations, args.logdir)
+        sim_to_sim(export([t["run_dir"], s["run_dir"]]), args.episodes)
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s.")
 
 

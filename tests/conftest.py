@@ -207,3 +207,28 @@ def tiny_dagger_run(reach_run, tmp_path_factory) -> tuple[Path, dict]:
         [*TINY_FLAGS, "--teacher", teacher_summary["policy"], "--logdir", str(logdir)]
     )
     return Path(summary["run_dir"]), summary
+
+
+@pytest.fixture(scope="session")
+def exported(reach_run, tiny_dagger_run, tmp_path_factory) -> dict:
+    """kind -> (onnx path, source payload, observations recorded in the policy's own env): the
+    reach teacher and the tiny student through aloha_nets_to_onnx.py (test_onnx_export and
+    test_sim2sim use them)."""
+    from playground.deploy import export_cli
+
+    out = {}
+    for kind, source in (
+        ("teacher", reach_run[0] / "policy.pkl"),
+        ("student", tiny_dagger_run[0] / "student.pkl"),
+    ):
+        out_dir = tmp_path_factory.mktemp(kind)
+        (result,) = export_cli.main(
+            ["--checkpoint_path", str(source), "--output_dir", str(out_dir)]
+        )
+        payload = export_cli.load_payload(kind, source)
+        env = export_cli.env_of(payload)
+        # The exporter's own recording shape (4 envs x 16 steps) on another seed: fresh
+        # observations, and the compiled rollout comes from the compilation cache.
+        observations = export_cli.record_observations(env, payload, 4, 16, seed=7)
+        out[kind] = (result["onnx"], payload, observations)
+    return out

@@ -123,6 +123,8 @@ def _random_pick_policy(path, seed=0):
     )
 
 
+# CI budget (31 s, the suite's 20-minute limit): slow; pytest --slow runs it.
+@pytest.mark.slow
 def test_policy_phase1_drives_arms_until_switch(tmp_path):
     path = _random_pick_policy(tmp_path / "pick.policy")
     env = registry.load(

@@ -11,27 +11,6 @@ from playground.deploy import export, export_cli
 from playground.deploy.onnx_policy import OnnxPolicy, OnnxPolicyError
 
 
-@pytest.fixture(scope="module")
-def exported(reach_run, tiny_dagger_run, tmp_path_factory) -> dict:
-    """kind -> (onnx path, source payload, observations recorded in the policy's own env)."""
-    out = {}
-    for kind, source in (
-        ("teacher", reach_run[0] / "policy.pkl"),
-        ("student", tiny_dagger_run[0] / "student.pkl"),
-    ):
-        out_dir = tmp_path_factory.mktemp(kind)
-        (result,) = export_cli.main(
-            ["--checkpoint_path", str(source), "--output_dir", str(out_dir)]
-        )
-        payload = export_cli.load_payload(kind, source)
-        env = export_cli.env_of(payload)
-        # The exporter's own recording shape (4 envs x 16 steps) on another seed: fresh
-        # observations, and the compiled rollout comes from the compilation cache.
-        observations = export_cli.record_observations(env, payload, 4, 16, seed=7)
-        out[kind] = (result["onnx"], payload, observations)
-    return out
-
-
 @pytest.mark.parametrize("kind", ["teacher", "student"])
 def test_onnx_matches_jax_on_recorded_observations(exported, kind):
     path, payload, observations = exported[kind]

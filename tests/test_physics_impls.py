@@ -1,4 +1,6 @@
-"""The physics switch: MJX-JAX and MuJoCo-Warp step the same task to the same result."""
+"""The physics switch: MJX-JAX and MuJoCo-Warp step the same task to the same result.
+
+`native` (MuJoCo C) has its own file, tests/test_physics_native.py."""
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +12,9 @@ from .conftest import BATCH
 
 
 def test_warp_is_available_with_dev_install():
-    # warp-lang is in the dev extra, so the warp backend is exercised wherever tests run.
-    assert physics.available_impls() == ["jax", "warp"]
+    # warp-lang is in the dev extra, so the warp backend is exercised wherever tests run; the
+    # tests run on CPU, where MuJoCo C (`native`) is available too.
+    assert physics.available_impls() == ["jax", "warp", "native"]
 
 
 def test_jax_and_warp_agree_on_pick(pick):

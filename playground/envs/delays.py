@@ -2,7 +2,8 @@
 
 One implementation, used by the envs and by the robot-side observation builder, so that what the
 robot feeds a policy matches what the policy saw in training. Histories are arrays `[n, ...]` with
-the newest entry at index 0; a delay of k control steps reads index k.
+the newest entry at index 0; a delay of k control steps reads index k. `init_history` and `push`
+keep NumPy arrays NumPy (float64 stays float64), so the robot side runs them outside JAX.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ def skewed_delay_pmf(n: int, exponent: float) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
+def _xp(*arrays):
+    return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
+
+
 def init_history(x: jax.Array, n: int) -> jax.Array:
     """A history `[n, ...]` filled with `x` (the state at reset, so early delays read it)."""
-    return jnp.broadcast_to(x[None], (n, *x.shape))
+    return _xp(x).broadcast_to(x[None], (n, *x.shape)).copy()
 
 
 def push(history: jax.Array, x: jax.Array) -> jax.Array:
     """Inserts `x` as the newest entry, dropping the oldest."""
-    return jnp.concatenate([x[None], history[:-1]], axis=0)
+    return _xp(history, x).concatenate([x[None], history[:-1]], axis=0)
 
 
 def sample_delay(rng: jax.Array, pmf: np.ndarray) -> jax.Array:

@@ -111,6 +111,12 @@ class VisionEnv:
         key = jax.random.fold_in(state.info["rng"], 0x5EE)
         return state.replace(obs=self._observe_pixels(state, state.info, key))
 
+    def robot_observation(self, data, memory: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The task's robot-side observation plus `proprio`; camera images come from the robot
+        (playground/deploy/obs_builder.py stacks them as `rgb` / `depth`)."""
+        obs = super().robot_observation(data, memory)
+        return {**obs, "proprio": obs["state"][jnp.asarray(self.PROPRIO)]}
+
     def _observe_pixels(self, state: State, info: dict[str, Any], rng: jax.Array):
         v = self.config.vision
         frame = self._renderer.frame(self.mjx_model, state.data, info.get("visual"))

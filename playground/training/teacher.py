@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="override an env config field, e.g. --env_config impl=warp "
         "--env_config delay.action_history=1 (repeatable)",
     )
-    run.add_argument("--impl", default=None, help="physics implementation: jax or warp")
+    run.add_argument(
+        "--impl", default=None, help="physics implementation: jax, warp or native (MuJoCo C, CPU)"
+    )
     run.add_argument("--logdir", default="logs", help="parent of run folders (default: logs)")
     run.add_argument("--suffix", default=None, help="appended to the run folder name")
     run.add_argument(

@@ -84,7 +84,7 @@ class FrankaBoxTask(MjxEnv, abc.ABC):
         super().__init__(config, config_overrides)
         m = self.mj_model
         cfg = self.config
-        self._panda = Panda.from_model(m, cfg.ik_damping)
+        self._panda = Panda.from_model(m, cfg.ik_damping, cfg.ctrl_dt)
         self._box_body = m.body("box").id
         self._box_geom = m.geom("box").id
         self._box_qpos = int(m.joint("box").qposadr[0])

@@ -14,6 +14,10 @@ from playground.envs.franka import constants as c
 from playground.envs.franka.ik import DifferentialIK, axis_angle_to_matrix, rotation_error
 
 PROPRIO_SIZE = 7 + 7 + 3 + 6 + 1  # joint pos, joint vel, tcp pos, tcp rotation (2 columns), gripper
+# The servo runs the arm at up to this fraction of the Panda's joint speed limits, a margin under
+# the limit the robot-side safety layer enforces (playground/deploy), so that layer acts on faults
+# only.
+SERVO_SPEED_FRACTION = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +30,14 @@ class Panda:
     tcp_site: int
     hand_body: int
     ik: DifferentialIK
+    # Largest change of an arm joint target per control step `[7]`; None: unlimited.
+    max_target_step: np.ndarray | None = None
 
     @classmethod
-    def from_model(cls, m: mujoco.MjModel, ik_damping: float = 1e-2) -> Panda:
+    def from_model(
+        cls, m: mujoco.MjModel, ik_damping: float = 1e-2, ctrl_dt: float | None = None
+    ) -> Panda:
+        """`ctrl_dt` turns on the servo's speed limit: SERVO_SPEED_FRACTION of the Panda's."""
         joints = [m.joint(n) for n in c.ARM_JOINTS]
         qpos_adr = np.array([j.qposadr[0] for j in joints])
         dof_adr = np.array([j.dofadr[0] for j in joints])
@@ -54,6 +63,9 @@ class Panda:
             tcp_site=tcp,
             hand_body=hand,
             ik=ik,
+            max_target_step=None
+            if ctrl_dt is None
+            else SERVO_SPEED_FRACTION * np.asarray(c.ARM_MAX_SPEED_RAD_S) * ctrl_dt,
         )
 
     def tcp_pos(self, data: mjx.Data) -> jax.Array:
@@ -72,11 +84,17 @@ class Panda:
     def servo_targets(
         self, model: mjx.Model, data: mjx.Data, goal_pos: jax.Array, goal_rot: jax.Array | None
     ) -> jax.Array:
-        """Arm joint targets `[7]` one IK step towards the goal pose (orientation optional)."""
+        """Arm joint targets `[7]` one IK step towards the goal pose (orientation optional),
+        moved at most `max_target_step` from the current targets (`data.ctrl`)."""
         pos_err = goal_pos - self.tcp_pos(data)
         if goal_rot is None:
-            return self.ik.solve(model, data, pos_err)
-        return self.ik.solve(model, data, pos_err, rotation_error(self.tcp_rot(data), goal_rot))
+            q = self.ik.solve(model, data, pos_err)
+        else:
+            q = self.ik.solve(model, data, pos_err, rotation_error(self.tcp_rot(data), goal_rot))
+        if self.max_target_step is None:
+            return q
+        held = data.ctrl[self.arm_actuators]
+        return jnp.clip(q, held - self.max_target_step, held + self.max_target_step)
 
     @staticmethod
     def turn(goal_rot: jax.Array, delta_rot_rad: jax.Array) -> jax.Array:

@@ -2,11 +2,12 @@
 
 The smallest Franka task, small enough to prove learning on a CPU in minutes. Control: 20 Hz
 (`ctrl_dt` 0.05 s, 10 physics substeps of 5 ms). An action in [-1, 1]^3 moves the tool-centre
-point's goal by up to `action_scale` metres per axis (world frame); a resolved-rate IK servo
-drives the arm towards that goal with the hand held pointing down (playground/envs/franka/ik.py);
-the gripper stays open. Actions are delayed
-and the policy's observation (`state`) is noisy and delayed through the shared buffers
-(playground/envs/delays.py); `privileged_state` is clean.
+point's goal by up to `action_scale` metres per axis (world frame); a resolved-rate IK servo drives
+the arm towards that goal with the hand held pointing down (playground/envs/franka/ik.py), its joint
+targets moving at most 95% of the Panda's joint speed limits per step (panda.py); the gripper stays
+open. Actions are delayed and the policy's observation (`state`) is noisy and delayed through the
+shared buffers (playground/envs/delays.py); `privileged_state` is clean. A robot runs the same servo
+and observation (`command`, `policy_state`) through the `robot_*` hooks (playground/deploy).
 
 Reward: weighted sum of `reward_terms` (weights in `config.reward`), each reported in `metrics`:
 reach (1 - tanh(distance / reach_scale_m)), success (distance < `success_tol_m`), and small
@@ -22,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import mujoco
+import numpy as np
 from ml_collections import config_dict
 from mujoco import mjx
 
@@ -67,7 +69,7 @@ class FrankaReach(MjxEnv):
         super().__init__(config or default_config(), config_overrides)
         m = self.mj_model
         cfg = self.config
-        self._panda = Panda.from_model(m, cfg.ik_damping)
+        self._panda = Panda.from_model(m, cfg.ik_damping, cfg.ctrl_dt)
         self._home_qpos = jnp.asarray(m.keyframe("home").qpos)
         self._home_ctrl = jnp.asarray(m.keyframe("home").ctrl)
         data = mujoco.MjData(m)
@@ -127,14 +129,7 @@ class FrankaReach(MjxEnv):
         rng, k_act, k_obs, k_noise = jax.random.split(info["rng"], 4)
         history = delays.push(info["action_history"], action)
         applied = delays.delayed(history, k_act, self._act_pmf)
-        goal = self._panda.advance_goal(
-            state.data,
-            info["tcp_goal"],
-            self.config.action_scale * applied,
-            self.config.max_goal_lead_m,
-        )
-        q_target = self._panda.servo_targets(self.mjx_model, state.data, goal, self._down)
-        ctrl = state.data.ctrl.at[self._panda.arm_actuators].set(q_target)
+        ctrl, goal = self.command(state.data, info["tcp_goal"], applied)
         data = self.physics_step(state.data, ctrl)
 
         target = info["target_pos"]
@@ -165,6 +160,26 @@ class FrankaReach(MjxEnv):
             info=info,
         )
 
+    def command(
+        self, data: mjx.Data, tcp_goal: jax.Array, action: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """(actuator targets `[nu]`, new TCP goal) for `action` in the measured state `data`.
+
+        The Cartesian servo: the goal moves by the scaled action, then one IK step from the
+        measured joints gives the arm's joint targets; the gripper target is kept.
+        """
+        goal = self._panda.advance_goal(
+            data, tcp_goal, self.config.action_scale * action, self.config.max_goal_lead_m
+        )
+        q_target = self._panda.servo_targets(self.mjx_model, data, goal, self._down)
+        return data.ctrl.at[self._panda.arm_actuators].set(q_target), goal
+
+    def policy_state(self, data: mjx.Data, target: jax.Array, last_action: jax.Array) -> jax.Array:
+        """The policy's `state` observation before noise and delay `[OBS_SIZE]`."""
+        proprio = self._panda.proprioception(data)
+        tcp = self._panda.tcp_pos(data)
+        return jnp.concatenate([proprio, target, target - tcp, last_action])
+
     def _observe(
         self,
         data: mjx.Data,
@@ -178,9 +193,7 @@ class FrankaReach(MjxEnv):
         The privileged view adds what the robot side does not expose: the Cartesian servo's goal
         (its internal state) and the TCP velocity.
         """
-        proprio = self._panda.proprioception(data)
-        tcp = self._panda.tcp_pos(data)
-        clean = jnp.concatenate([proprio, target, target - tcp, last_action])
+        clean = self.policy_state(data, target, last_action)
         n = self.config.obs_noise
         scale = jnp.concatenate(
             [
@@ -195,6 +208,44 @@ class FrankaReach(MjxEnv):
         tcp_vel = self._panda.ik.jacobians(self.mjx_model, data)[0] @ data.qvel[self._panda.dof_adr]
         privileged = jnp.concatenate([clean, goal, tcp_vel])
         return delays.uniform_noise(rng, clean, scale), privileged
+
+    # ----- the robot side (playground/deploy): the same functions, without simulated noise -----
+    ROBOT_JOINTS = c.ARM_JOINTS + c.FINGER_JOINTS  # what the robot measures, in qpos order
+
+    def robot_task(self, info: dict[str, Any]) -> dict[str, jax.Array]:
+        """What an operator gives the robot for an episode, taken from a `reset` state's info."""
+        return {"target_pos": info["target_pos"]}
+
+    def robot_memory(self, data: mjx.Data, task: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The controller state the robot keeps between steps, at the start of an episode."""
+        return {
+            "target_pos": task["target_pos"],
+            "tcp_goal": self._panda.tcp_pos(data),
+            "last_action": jnp.zeros(3),
+        }
+
+    def robot_observation(
+        self, data: mjx.Data, memory: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        """The policy's observation from measured joints (`data` holds their kinematics)."""
+        return {"state": self.policy_state(data, memory["target_pos"], memory["last_action"])}
+
+    def robot_command(
+        self, data: mjx.Data, memory: dict[str, jax.Array], action: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(actuator targets `[nu]`, memory) for the policy's `action`, as `step` computes them."""
+        action = jnp.clip(action, -1.0, 1.0)
+        ctrl, goal = self.command(data, memory["tcp_goal"], action)
+        return ctrl, {**memory, "tcp_goal": goal, "last_action": action}
+
+    def robot_success(self, data: mjx.Data, task: dict[str, jax.Array]) -> jax.Array:
+        """The episode's success in a full (simulated) state: the env's `success` term."""
+        return self.distance(data, task["target_pos"]) < self.config.success_tol_m
+
+    def robot_target_speed(self) -> np.ndarray:
+        """Fastest safe change of each actuator target per second (the Panda's published
+        joint velocity limits; the fingers' speed)."""
+        return np.array(c.ARM_MAX_SPEED_RAD_S + (c.FINGER_MAX_SPEED_M_S,))
 
     def distance(self, data: mjx.Data, target: jax.Array) -> jax.Array:
         return jnp.linalg.norm(self._panda.tcp_pos(data) - target)

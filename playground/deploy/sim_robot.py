@@ -1,0 +1,165 @@
+"""A `Robot` on native MuJoCo (C, `mujoco.MjData`), with cameras from `mujoco.Renderer`.
+
+It stands in for the real robot in sim-to-sim (scripts/sim2sim.py): the runner cannot tell it
+from a real one, and nothing of the JAX env's state reaches the policy except through `read()`.
+- Episodes start from the env's own `reset` distribution (`start_episode(key)` draws one with the
+  JAX env and copies its pose into MuJoCo), and return the operator's task inputs.
+- `send` holds the targets on the position actuators for one control period (`ctrl_dt`) of
+  native physics at the task's `sim_dt`.
+- Latency (on by default): targets reach the actuators and readings reach the runner after a
+  random number of control periods, drawn per step from the task's own delay distributions
+  (`config.delay`) through the shared buffers of playground/envs/delays.py. Camera images are
+  rendered from the current state, as in the env.
+- Sensor noise (off by default): `sensor_noise` times the task's `config.obs_noise` on the joint
+  positions and velocities the robot reports. The env adds that noise to the policy's input
+  only, as robustness margin; on a robot the servo computes its targets from the same readings,
+  so joint noise also moves the targets (see the README's sim-to-sim table).
+- Images come from MuJoCo's OpenGL renderer, not from the JAX ray caster the policy was trained
+  on: a renderer gap the policy has to bridge, as it has to bridge the real cameras'.
+- `success(task)` is the task's success on the full simulated state (the simulator knows it).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jax
+import mujoco
+import numpy as np
+from mujoco import mjx
+
+from playground.deploy.obs_builder import check_deployable, joint_addresses
+from playground.deploy.robot import Reading, Robot
+from playground.envs import delays
+
+# Effects the ray caster does not draw either (it shades with directional lights only).
+_OFF = ("mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_HAZE", "mjRND_FOG")
+
+
+class SimRobot(Robot):
+    def __init__(self, env: Any, seed: int = 0, latency: bool = True, sensor_noise: float = 0.0):
+        check_deployable(env)
+        self.env = env
+        self.model = copy.deepcopy(env.mj_model)
+        self.data = mujoco.MjData(self.model)
+        self._names = tuple(env.ROBOT_JOINTS)
+        self._qpos_adr, self._dof_adr = joint_addresses(self.model, self._names)
+        self._rng = np.random.default_rng(seed)
+        cfg = env.config
+        delay = cfg.get("delay") if latency else None
+        self._act_pmf = delays.skewed_delay_pmf(delay.action_history, delay.skew) if delay else None
+        self._obs_pmf = delays.skewed_delay_pmf(delay.obs_history, delay.skew) if delay else None
+        noise = cfg.get("obs_noise")
+        self._noise = (
+            (sensor_noise * noise.qpos_rad, sensor_noise * noise.qvel_rad_s) if noise else (0, 0)
+        )
+        vision = cfg.get("vision")
+        self._renderer = None
+        if vision:
+            self._cameras = tuple(vision.cameras)
+            self._depth = bool(vision.depth)
+            self._rgb = bool(vision.rgb)
+            self._renderer = mujoco.Renderer(self.model, int(vision.height), int(vision.width))
+            self._shadows = bool(vision.shadows)
+        self._reset = jax.jit(env.reset)
+        self._success = jax.jit(env.robot_success)
+        self._targets: np.ndarray | None = None
+        self._readings: np.ndarray | None = None
+        self._sent: np.ndarray | None = None
+
+    # ----- Robot -----
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def target_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        r = self.model.actuator_ctrlrange
+        return r[:, 0].copy(), r[:, 1].copy()
+
+    def now_s(self) -> float:
+        return float(self.data.time)
+
+    def read(self) -> Reading:
+        if self._readings is None:
+            raise RuntimeError("SimRobot.read before start_episode().")
+        k = self._draw(self._obs_pmf)
+        t, qpos, qvel = self._split(self._readings[k])
+        return Reading(time_s=t, qpos=qpos, qvel=qvel, images=self._render())
+
+    def send(self, targets: np.ndarray) -> None:
+        if self._sent is None:
+            raise RuntimeError("SimRobot.send before start_episode().")
+        targets = np.asarray(targets, np.float64)
+        if targets.shape != (self.model.nu,) or not np.all(np.isfinite(targets)):
+            raise ValueError(f"SimRobot.send needs {self.model.nu} finite targets, got {targets}.")
+        self._sent = delays.push(self._sent, targets)
+        self.data.ctrl[:] = self._sent[self._draw(self._act_pmf)]
+        mujoco.mj_step(self.model, self.data, nstep=self.env.n_substeps)
+        self._readings = delays.push(self._readings, self._measure())
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ----- simulation only -----
+    def start_episode(self, key: jax.Array) -> dict[str, np.ndarray]:
+        """Puts the robot and scene in a state drawn from the env's `reset`; returns the task
+        inputs an operator would give (e.g. FrankaReach's target position)."""
+        state = self._reset(key)
+        d = self.data
+        mujoco.mj_resetData(self.model, d)
+        src = state.data
+        d.qpos[:], d.qvel[:], d.ctrl[:] = np.asarray(src.qpos), np.asarray(src.qvel), src.ctrl
+        d.mocap_pos[:], d.mocap_quat[:] = np.asarray(src.mocap_pos), np.asarray(src.mocap_quat)
+        mujoco.mj_forward(self.model, d)
+        self._sent = delays.init_history(d.ctrl.copy(), self._history(self._act_pmf))
+        self._readings = delays.init_history(self._measure(), self._history(self._obs_pmf))
+        return {k: np.asarray(v) for k, v in self.env.robot_task(state.info).items()}
+
+    @property
+    def held_targets(self) -> np.ndarray:
+        """The actuator targets the robot holds at the start of an episode."""
+        return self.data.ctrl.copy()
+
+    def success(self, task: dict[str, np.ndarray]) -> bool:
+        return bool(self._success(mjx.put_data(self.model, self.data), task))
+
+    # ----- internals -----
+    @staticmethod
+    def _history(pmf: np.ndarray | None) -> int:
+        return 1 if pmf is None else len(pmf)
+
+    def _draw(self, pmf: np.ndarray | None) -> int:
+        return 0 if pmf is None else int(self._rng.choice(len(pmf), p=pmf / pmf.sum()))
+
+    def _measure(self) -> np.ndarray:
+        """[time, qpos, qvel] of the robot's joints, with sensor noise, as one vector."""
+        n = len(self._names)
+        q_noise, v_noise = self._noise
+        qpos = self.data.qpos[self._qpos_adr] + q_noise * self._rng.uniform(-1, 1, n)
+        qvel = self.data.qvel[self._dof_adr] + v_noise * self._rng.uniform(-1, 1, n)
+        return np.concatenate([[self.data.time], qpos, qvel])
+
+    def _split(self, v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        n = len(self._names)
+        return float(v[0]), v[1 : 1 + n].copy(), v[1 + n :].copy()
+
+    def _render(self) -> dict[str, np.ndarray]:
+        if self._renderer is None:
+            return {}
+        r, images = self._renderer, {}
+        for cam in self._cameras:
+            r.update_scene(self.data, camera=cam)
+            for flag in _OFF:
+                r.scene.flags[getattr(mujoco.mjtRndFlag, flag)] = 0
+            r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(self._shadows)
+            if self._rgb:
+                images[cam] = r.render().copy()
+            if self._depth:
+                r.enable_depth_rendering()
+                images[f"{cam}/depth"] = r.render().astype(np.float32)
+                r.disable_depth_rendering()
+        return images
