@@ -182,7 +182,7 @@ class AlohaS2RPegInsertion(MjxEnv):
             ctrl = ctrl.at[arm_ids].add(jitter)
             switched = jnp.ones(())
         data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
-        data = mjx.forward(self.mjx_model, data)
+        data = self.forward(data)
         noisy, privileged, pick_obs = self._observe(data, switched, k_obs)
         info = {
             "rng": rng,

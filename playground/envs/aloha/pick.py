@@ -144,7 +144,7 @@ class AlohaS2RPick(MjxEnv):
         )
 
         data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
-        data = mjx.forward(self.mjx_model, data)
+        data = self.forward(data)
         obs_noisy, privileged = self._observe(data, target, k_obs)
         info = {
             "rng": rng,

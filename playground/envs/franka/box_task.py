@@ -194,7 +194,7 @@ class FrankaBoxTask(MjxEnv, abc.ABC):
         goal = self.sample_goal(k_goal, box[:3])
         data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
         data = data.replace(mocap_pos=data.mocap_pos.at[self._goal_mocap].set(goal))
-        data = mjx.forward(self.mjx_model, data)
+        data = self.forward(data)
         tcp_goal = self._panda.tcp_pos(data)
         last_action = NEUTRAL_ACTION
         noisy, privileged = self._observe(data, goal, tcp_goal, last_action, k_obs)

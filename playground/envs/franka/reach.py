@@ -107,7 +107,7 @@ class FrankaReach(MjxEnv):
 
         data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
         data = data.replace(mocap_pos=data.mocap_pos.at[self._target_mocap].set(target))
-        data = mjx.forward(self.mjx_model, data)
+        data = self.forward(data)
         last_action = jnp.zeros(3)
         goal = self._panda.tcp_pos(data)
         noisy, privileged = self._observe(data, target, goal, last_action, k_obs)
