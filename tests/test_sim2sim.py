@@ -13,7 +13,7 @@ from mujoco import mjx
 
 from playground import registry
 from playground.deploy import runner, sim2sim
-from playground.deploy.obs_builder import DeployError, ObservationBuilder
+from playground.deploy.obs_builder import DeployError, ObservationBuilder, joint_addresses
 from playground.deploy.onnx_policy import OnnxPolicy
 from playground.deploy.robot import Reading
 from playground.deploy.sim_robot import SimRobot
@@ -35,9 +35,8 @@ def exact_reach():
 
 
 def reading_of(env, data) -> Reading:
-    builder_joints = [env.mj_model.joint(n) for n in env.ROBOT_JOINTS]
-    q = np.asarray(data.qpos)[[j.qposadr[0] for j in builder_joints]]
-    v = np.asarray(data.qvel)[[j.dofadr[0] for j in builder_joints]]
+    qpos_adr, dof_adr = joint_addresses(env.mj_model, tuple(env.ROBOT_JOINTS))
+    q, v = np.asarray(data.qpos)[qpos_adr], np.asarray(data.qvel)[dof_adr]
     return Reading(time_s=float(data.time), qpos=q, qvel=v)
 
 
@@ -94,16 +93,24 @@ def test_native_mujoco_steps_the_panda_like_mjx():
     mujoco.mj_resetDataKeyframe(m, d, m.keyframe("home").id)
     d.ctrl[:7] += 0.3
     dx = mjx.put_data(m, d)
-    step = jax.jit(lambda dx: jax.lax.fori_loop(0, 20, lambda _, x: mjx.step(env.mjx_model, x), dx))
-    dx = step(dx)
+
+    def twenty_steps(model, dx):
+        return jax.lax.fori_loop(0, 20, lambda _, x: mjx.step(model, x), dx)
+
+    dx = jax.jit(twenty_steps)(env.mjx_model, dx)
+    with jax.enable_x64(True):
+        # In float64 the engines agree to rounding: same integrator, same equations.
+        dx64 = jax.jit(twenty_steps)(mjx.put_model(m), mjx.put_data(m, d))
     mujoco.mj_step(m, d, nstep=20)
     assert np.abs(d.qpos[:7] - m.keyframe("home").qpos[:7]).max() > 0.05  # it moved
     np.testing.assert_allclose(np.asarray(dx.qpos), d.qpos, atol=1e-4)
+    assert np.asarray(dx64.qpos).dtype == np.float64
+    np.testing.assert_allclose(np.asarray(dx64.qpos), d.qpos, atol=1e-10, rtol=0)
 
 
 def test_sim_robot_starts_where_the_env_resets(exact_reach):
     env = exact_reach
-    robot = SimRobot(env, latency=False, sensor_noise=False)
+    robot = SimRobot(env, latency=False, sensor_noise=0.0)
     key = jax.random.PRNGKey(11)
     task = robot.start_episode(key)
     state = jax.jit(env.reset)(key)

@@ -52,14 +52,18 @@ def load_payload(kind: str, path: Path) -> dict[str, Any]:
     return policy_file.read_student(path) if kind == "student" else policy_file.read_policy(path)
 
 
+def load_env(name: str, saved_config: dict[str, Any] | None):
+    """Task `name` with a config saved as JSON (a run's, an ONNX file's) over its defaults."""
+    config = registry.get_default_config(name)
+    if saved_config:
+        config.update(tuples(saved_config))
+    return registry.load(name, config=config)
+
+
 def env_of(payload: dict[str, Any]):
     """The env the policy was trained on, with the run's env config when the file has it."""
-    name = payload["env_name"]
-    config = registry.get_default_config(name)
     saved = payload.get("extra", {}).get("config", {}).get("env")
-    if saved:
-        config.update(tuples(saved))
-    return registry.load(name, config=config)
+    return load_env(payload["env_name"], saved)
 
 
 def record_observations(

@@ -25,13 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from playground import registry
-from playground.deploy import runner
+from playground.deploy import export_cli, runner
 from playground.deploy.obs_builder import DeployError, ObservationBuilder
 from playground.deploy.onnx_policy import OnnxPolicy, OnnxPolicyError
 from playground.deploy.safety import SafetyLayer
 from playground.deploy.sim_robot import SimRobot
-from playground.training.run_files import tuples, write_json
+from playground.training.run_files import write_json
 
 # Held-out starts: far from the seeds training and the exporter's parity rollouts use.
 SEED_OFFSET = 10_000
@@ -46,10 +45,8 @@ def env_for(policy: OnnxPolicy, env_name: str | None):
             "experimental/jax2onnx/aloha_nets_to_onnx.py."
         )
     name = env_name or trained_on
-    config = registry.get_default_config(name)
-    if name == trained_on and policy.metadata.get("s2r/env_config"):
-        config.update(tuples(policy.metadata["s2r/env_config"]))
-    return registry.load(name, config=config)
+    saved = policy.metadata.get("s2r/env_config") if name == trained_on else None
+    return export_cli.load_env(name, saved)
 
 
 def mjx_success(env, policy: OnnxPolicy, keys: jax.Array) -> float:
