@@ -84,7 +84,10 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 
 
 def test_sigkill_then_resume_loses_nothing_before_the_checkpoint(tmp_path, reach_run):
-    """A run killed with SIGKILL after its first checkpoint resumes at that step, same config."""
+    """A run killed with SIGKILL after its first checkpoint resumes at that step, same config.
+
+    The resume also extends the run with --num_timesteps (one test, to keep CI's budget): it
+    trains whole extra epochs of the same size and records the longer plan."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [
@@ -118,12 +121,28 @@ def test_sigkill_then_resume_loses_nothing_before_the_checkpoint(tmp_path, reach
     run_dir = first.parent.parent
     config_before = json.loads((run_dir / "config.json").read_text())
     summary = teacher.main(
-        ["--load_checkpoint_path", str(run_dir), "--norender_final_policy", "--noprogress"]
+        [
+            "--load_checkpoint_path",
+            str(run_dir),
+            "--num_timesteps",
+            "200000",  # planned: 163,840
+            "--norender_final_policy",
+            "--noprogress",
+        ]
     )
-    assert summary["env_steps"] == 163840
-    assert json.loads((run_dir / "config.json").read_text()) == config_before
+    assert summary["env_steps"] == 245760  # rounded up to whole 81,920-step epochs
+    config_after = json.loads((run_dir / "config.json").read_text())
+    assert (config_after["train"]["num_timesteps"], config_after["train"]["num_evals"]) == (
+        245760,
+        4,
+    )
+    for changed in ("num_timesteps", "num_evals"):
+        config_after["train"][changed] = config_before["train"][changed]
+    assert config_after == config_before  # nothing else changed
+    # The checkpoints hold the longer plan, so a later resume continues the extended run.
+    assert checkpoint.read_config(run_dir)[0]["train"]["num_timesteps"] == 245760
     steps = [r["step"] for r in _metrics(run_dir) if "training/sps" in r]
-    assert steps[0] == 81920 and steps[-1] == 163840, steps  # nothing retrained from 0
+    assert steps == [81920, 163840, 245760], steps  # nothing retrained from 0
     assert summary["success_rate"] >= 0.5
 
 
@@ -151,6 +170,10 @@ def test_resume_and_checkpoint_errors_name_the_file(tmp_path, reach_run, capsys)
     with pytest.raises(SystemExit):
         teacher.main(["--load_checkpoint_path", str(run_dir), "--learning_rate", "0.1"])
     assert "--learning_rate" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):  # extending must extend
+        teacher.main(["--load_checkpoint_path", str(run_dir), "--num_timesteps", "163840"])
+    assert "must exceed the run's planned 163,840" in capsys.readouterr().err
 
 
 def test_unknown_flags_and_env_names_are_clear_errors(capsys, tmp_path):

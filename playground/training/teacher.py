@@ -10,6 +10,7 @@ by AlohaS2RPegInsertion's phase 1, the DAgger distiller and the ONNX exporter), 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--load_checkpoint_path",
         default=None,
         help="resume from a run folder, its checkpoints/ folder or one step folder; "
-        "the run continues with the checkpoint's config and step counter",
+        "the run continues with the checkpoint's config and step counter; with "
+        "--num_timesteps it trains longer (more epochs of the same size)",
     )
     _add_bool(run, "play_only", False, "only evaluate (and render) the loaded checkpoint")
     _add_bool(run, "use_tb", True, "write TensorBoard scalars to <run>/tb")
@@ -215,6 +217,8 @@ def _check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None
         if value is not None and value != saved.get(name, defaults[name]):
             changed.append(f"--{name}={value} (checkpoint: {saved.get(name)})")
     for name in (*PPO_FLAGS, *NETWORK_FLAGS, *SAC_ONLY_FLAGS):
+        if name == "num_timesteps":  # extends the run (`extend_run`), checked there
+            continue
         if getattr(args, name) is not None:
             changed.append(f"--{name}")
     if args.env_config or args.impl:
@@ -225,6 +229,29 @@ def _check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None
             f"change it: {', '.join(changed)}. Start a new run instead (without "
             "--load_checkpoint_path), or drop them."
         )
+
+
+def extend_run(saved: dict[str, Any], num_timesteps: int) -> dict[str, Any]:
+    """The saved run config, trained for at least `num_timesteps` env steps.
+
+    The run goes on with more epochs of the same size (same updates per epoch, one evaluation and
+    checkpoint after each), so the steps already taken and the step counter keep their meaning.
+    """
+    if saved["algo"] != "ppo":
+        raise ValueError("--num_timesteps on resume extends PPO runs only.")
+    from playground.training.ppo import make_schedule
+
+    sched = make_schedule(_train_config(saved))
+    if num_timesteps <= sched.total_steps:
+        raise ValueError(
+            f"--num_timesteps {num_timesteps:,} on resume must exceed the run's planned "
+            f"{sched.total_steps:,} env steps (it extends the run; drop it to continue as planned)."
+        )
+    epochs = math.ceil(num_timesteps / sched.env_steps_per_epoch)
+    train = dict(saved["train"])
+    train["num_timesteps"] = epochs * sched.env_steps_per_epoch
+    train["num_evals"] = epochs + 1
+    return {**saved, "train": train}
 
 
 def _load_env(run_config: dict[str, Any]):
@@ -273,6 +300,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 "newer step folders to branch from this one."
             )
         run_config = saved
+        if args.num_timesteps is not None:
+            run_config = extend_run(saved, args.num_timesteps)
         run_dir = step_dir.parent.parent
     else:
         if args.play_only:

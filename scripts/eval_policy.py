@@ -1,0 +1,143 @@
+"""Success rate of a teacher policy file on fresh held-out starts, with a 95% interval.
+
+    python scripts/eval_policy.py params/aloha_s2r_pick_native/policy.pkl --episodes 512
+
+The env, its config (physics impl included) and domain randomisation come from the policy file's
+run config unless flags override them. Starts and randomised models are drawn from `--seed`, far
+from the seeds the trainer uses (its training envs and its own held-out evaluation), so the figure
+is independent of any choice made on the trainer's evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from playground import registry  # noqa: E402
+from playground.training import evaluate, policy_file  # noqa: E402
+from playground.training.ppo import bind_randomizer  # noqa: E402
+from playground.training.run_files import tuples  # noqa: E402
+
+DEFAULT_SEED = (
+    20_261_122  # not a trainer seed: training uses seed (+7), evaluation seed + 1,000,003
+)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% score interval of a binomial rate (sane at 0% and 100%, unlike p +- 2 sigma)."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def evaluate_policy(
+    payload: dict[str, Any],
+    episodes: int,
+    seed: int = DEFAULT_SEED,
+    impl: str | None = None,
+    domain_randomization: bool | None = None,
+) -> dict[str, Any]:
+    """Runs `episodes` deterministic episodes (one per env, in one batch)."""
+    run_config = payload["extra"].get("config", {})
+    name = payload["env_name"]
+    config = registry.get_default_config(name)
+    if "env" in run_config:
+        config.update(tuples(run_config["env"]))
+    if impl is not None:
+        config.impl = impl
+    env = registry.load(name, config=config)
+    if domain_randomization is None:
+        domain_randomization = bool(run_config.get("domain_randomization", False))
+    randomizer = None
+    k_model, k_starts = jax.random.split(jax.random.PRNGKey(seed))
+    if domain_randomization:
+        randomizer = bind_randomizer(
+            registry.get_domain_randomizer(name, env.config), k_model, episodes
+        )
+    policy = policy_file.make_policy_fn(payload)  # batched observations work as well
+    run = evaluate.make_evaluator(
+        env,
+        lambda params, deterministic: lambda obs, key: (policy(obs, key), {}),
+        episodes,
+        env.config.episode_length,
+        randomization_fn=randomizer,
+        record=lambda state: (state.metrics["success"], state.done),
+    )
+    t0 = time.perf_counter()
+    metrics, (success, done) = run(None, k_starts)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    successes = round(metrics["eval/success_rate"] * episodes)
+    # A failure either never reached the goal or lost it (a dropped object) before the end.
+    # Steps after an episode's end belong to the auto-reset next episode: not counted.
+    success, done = np.asarray(success), np.asarray(done)
+    in_episode = (np.cumsum(done, axis=0) - done) == 0
+    reached = int(np.sum(np.any((success > 0) & in_episode, axis=0)))
+    low, high = wilson_interval(successes, episodes)
+    return {
+        "env_name": name,
+        "impl": env.config.impl,
+        "domain_randomization": domain_randomization,
+        "episodes": episodes,
+        "seed": seed,
+        "successes": successes,
+        "success_rate": successes / episodes,
+        "success_95ci": [low, high],
+        "reached_goal_at_some_step": reached,
+        "episode_reward": metrics["eval/episode_reward"],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("policy", type=Path, help="a teacher policy file (policy.pkl)")
+    p.add_argument("--episodes", type=int, default=256)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--impl", choices=("jax", "warp", "native"), default=None)
+    p.add_argument(
+        "--domain_randomization",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="default: as the policy was trained",
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = p.parse_args(argv)
+    if args.episodes < 1:
+        p.error("--episodes must be at least 1")
+    try:
+        payload = policy_file.read_policy(args.policy)
+    except (FileNotFoundError, policy_file.PolicyFileError) as e:
+        p.exit(2, f"eval_policy.py: error: {e}\n")
+    result = evaluate_policy(
+        payload, args.episodes, args.seed, args.impl, args.domain_randomization
+    )
+    result["command"] = " ".join(["python scripts/eval_policy.py", *(argv or sys.argv[1:])])
+    low, high = result["success_95ci"]
+    dr = result["domain_randomization"]
+    print(
+        f"{result['env_name']} ({result['impl']}, DR {'on' if dr else 'off'}): "
+        f"{result['successes']}/{result['episodes']} = {result['success_rate']:.1%} success "
+        f"(95% CI {low:.1%} to {high:.1%}); {result['reached_goal_at_some_step']} reached the goal "
+        f"at some step; mean return {result['episode_reward']:.1f}; "
+        f"{result['seconds']:.0f} s with compilation"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Copies a finished teacher run's policy into params/ with a JSON card.
+
+    python scripts/ship_policy.py RUN_DIR --name aloha_s2r_pick_native \
+        --wall_seconds 4500 --wall_note "one process, 2 cores" --eval_json eval.json
+
+The card holds what a user needs to trust and reproduce the params: the command, the machine and
+library versions, env steps, the held-out success rate and the learning curve, all read from the
+run folder (config.json, final.json, metrics.jsonl). The wall time comes from the caller because a
+resumed run spans several processes and only the caller timed all of them; the summed epoch times
+from metrics.jsonl are in the card beside it as a cross-check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from playground.training import policy_file  # noqa: E402
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: is {path.parent} a finished teacher run folder?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"{path} is not valid JSON: {e}") from e
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: the run logged no evaluation.")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "brax", "mujoco", "mujoco-mjx", "flax", "optax"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def make_card(
+    run_dir: Path, wall_seconds: float | None, wall_note: str, extra_commands: list[str]
+) -> dict[str, Any]:
+    config = _read_json(run_dir / "config.json")
+    final = _read_json(run_dir / "final.json")
+    rows = _read_metrics(run_dir / "metrics.jsonl")
+    epochs = [r["training/epoch_seconds"] for r in rows if "training/epoch_seconds" in r]
+    curve = [
+        {
+            "env_steps": r["step"],
+            "success_rate": r["eval/success_rate"],
+            "episode_reward": r["eval/episode_reward"],
+        }
+        for r in rows
+        if "eval/success_rate" in r
+    ]
+    env_cfg = config.get("env", {})
+    return {
+        "env_name": final["env_name"],
+        "impl": env_cfg.get("impl", "jax"),
+        "domain_randomization": config.get("domain_randomization", False),
+        "commands": ["python " + config["command"], *extra_commands],
+        "machine": {
+            "device": final["device"],
+            "cpu": _cpu_name(),
+            "cpus_available": len(os.sched_getaffinity(0)),
+            "versions": _versions(),
+        },
+        "env_steps": final["env_steps"],
+        "wall_seconds": wall_seconds,
+        "wall_note": wall_note,
+        "epoch_seconds_sum": float(sum(epochs)),
+        "epoch_seconds": epochs,
+        "success_rate": final["success_rate"],
+        "success_of": (
+            f"deterministic policy, {final['eval_episodes']} held-out episodes "
+            f"(eval seed {final['eval_seed']}); success = the task's success at the last step"
+        ),
+        "episode_reward": final["episode_reward"],
+        "ppo": {k: v for k, v in config.items() if k not in ("env", "command")},
+        "env_config": env_cfg,
+        "learning_curve": curve,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="a finished teacher run folder")
+    p.add_argument("--name", required=True, help="params/<name>/policy.pkl and params/<name>.json")
+    p.add_argument("--params_dir", type=Path, default=REPO / "params")
+    p.add_argument("--wall_seconds", type=float, default=None, help="measured by the caller")
+    p.add_argument("--wall_note", default="", help="how the wall time was measured")
+    p.add_argument(
+        "--eval_json",
+        action="append",
+        default=[],
+        type=Path,
+        help="results of scripts/eval_policy.py --json on this policy, added to the card",
+    )
+    p.add_argument("--note", default="", help="what a user should know about these params")
+    p.add_argument(
+        "--extra_command",
+        action="append",
+        default=[],
+        help="further commands of the run (a resume), in order",
+    )
+    args = p.parse_args(argv)
+
+    src = args.run_dir / "policy.pkl"
+    payload = policy_file.read_policy(src)  # validates the file before it is shipped
+    card = make_card(args.run_dir, args.wall_seconds, args.wall_note, args.extra_command)
+    card["independent_evaluations"] = [_read_json(path) for path in args.eval_json]
+    card["note"] = args.note
+    if payload["env_name"] != card["env_name"]:
+        raise SystemExit(f"{src} is a {payload['env_name']} policy, the run is {card['env_name']}")
+    out_dir = args.params_dir / args.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out_dir / "policy.pkl")
+    shipped = (out_dir / "policy.pkl").resolve()
+    # Relative to the repository when shipped into it, so the card reads the same on any clone.
+    card["policy"] = str(shipped.relative_to(REPO) if shipped.is_relative_to(REPO) else shipped)
+    card_path = args.params_dir / f"{args.name}.json"
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(
+        f"{card['env_name']}: {card['success_rate']:.0%} held-out success after "
+        f"{card['env_steps']:,} env steps -> {out_dir / 'policy.pkl'}, card {card_path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

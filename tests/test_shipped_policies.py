@@ -1,0 +1,89 @@
+"""Teacher policies shipped in params/ (scripts/ship_policy.py): the card matches the file, and
+the policy still does what its card says on held-out starts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from playground import registry
+from playground.training import policy_file
+
+REPO = Path(__file__).resolve().parents[1]
+PICK = REPO / "params" / "aloha_s2r_pick_native"
+
+
+def _shipped(name_dir: Path) -> tuple[dict, dict]:
+    card_path = name_dir.with_name(name_dir.name + ".json")
+    if not card_path.is_file():
+        pytest.fail(f"{card_path} is missing: ship a run with scripts/ship_policy.py")
+    card = json.loads(card_path.read_text())
+    return card, policy_file.read_policy(REPO / card["policy"], card["env_name"])
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pick_card_matches_its_policy_file():
+    card, payload = _shipped(PICK)
+    assert card["env_name"] == "AlohaS2RPick" and card["impl"] == "native"
+    assert card["domain_randomization"] is True
+    assert payload["extra"]["env_steps"] == card["env_steps"]
+    assert card["learning_curve"][-1]["env_steps"] == card["env_steps"]
+    assert card["learning_curve"][-1]["success_rate"] == card["success_rate"]
+    assert card["wall_seconds"] <= 2 * 3600  # issue 9's budget on 2 cores
+    assert card["commands"][0].startswith(
+        "python learning/train_jax_ppo.py --env_name AlohaS2RPick"
+    )
+    for ev in card["independent_evaluations"]:
+        assert ev["command"].startswith("python scripts/eval_policy.py " + card["policy"])
+        assert ev["successes"] / ev["episodes"] == ev["success_rate"]
+    env = registry.load("AlohaS2RPick")
+    net = payload["network"]
+    assert net["action_size"] == env.action_size
+    assert {k: tuple(v) for k, v in net["observation_size"].items()} == {
+        k: tuple(v) for k, v in env.observation_size.items()
+    }
+
+
+@pytest.mark.slow
+def test_pick_card_success_reproduces():
+    """The card's headline evaluation (1024 fresh randomised starts, native physics) re-run."""
+    card, payload = _shipped(PICK)
+    headline = card["independent_evaluations"][0]
+    result = _script("eval_policy").evaluate_policy(payload, headline["episodes"], headline["seed"])
+    # Exact on the machine that wrote the card; another CPU's float rounding may flip a few
+    # of the 1024 episodes.
+    assert abs(result["success_rate"] - headline["success_rate"]) <= 0.01, result
+
+
+def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path):
+    ship = _script("ship_policy")
+    run_dir, summary = reach_run
+    out = tmp_path / "params"
+    ship.main([str(run_dir), "--name", "reach", "--params_dir", str(out), "--wall_seconds", "12.5"])
+    card = json.loads((out / "reach.json").read_text())
+    assert card["env_name"] == "FrankaReach" and card["impl"] == "jax"
+    assert card["env_steps"] == summary["env_steps"]
+    assert card["success_rate"] == summary["success_rate"]
+    assert card["wall_seconds"] == 12.5
+    assert card["commands"][0].startswith("python learning/train_jax_ppo.py")
+    assert len(card["epoch_seconds"]) == len(card["learning_curve"]) - 1  # + the step-0 eval
+    shipped = policy_file.read_policy(out / "reach" / "policy.pkl", "FrankaReach")
+    original = policy_file.read_policy(run_dir / "policy.pkl")
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(a, b), shipped["params"], original["params"]
+    )
+    # A folder that is not a finished run is refused with the missing file's name.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises((SystemExit, FileNotFoundError), match="policy.pkl"):
+        ship.main([str(tmp_path / "empty"), "--name", "x", "--params_dir", str(out)])
