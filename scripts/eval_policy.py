@@ -26,13 +26,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from playground import registry  # noqa: E402
+from playground.deploy.export_cli import load_env  # noqa: E402
 from playground.training import evaluate, policy_file  # noqa: E402
 from playground.training.ppo import bind_randomizer  # noqa: E402
-from playground.training.run_files import tuples  # noqa: E402
 
-DEFAULT_SEED = (
-    20_261_122  # not a trainer seed: training uses seed (+7), evaluation seed + 1,000,003
-)
+# Not a trainer seed: training draws from seed and seed + 7, its evaluation from seed + 1,000,003.
+DEFAULT_SEED = 20_261_122
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -53,12 +52,10 @@ def evaluate_policy(
     """Runs `episodes` deterministic episodes (one per env, in one batch)."""
     run_config = payload["extra"].get("config", {})
     name = payload["env_name"]
-    config = registry.get_default_config(name)
-    if "env" in run_config:
-        config.update(tuples(run_config["env"]))
+    saved_env = dict(run_config.get("env", {}))
     if impl is not None:
-        config.impl = impl
-    env = registry.load(name, config=config)
+        saved_env["impl"] = impl
+    env = load_env(name, saved_env)
     if domain_randomization is None:
         domain_randomization = bool(run_config.get("domain_randomization", False))
     randomizer = None
