@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import mujoco
+import numpy as np
 from mujoco import mjx
 
 FieldSampler = Callable[[mjx.Model, jax.Array], dict[str, jax.Array]]
@@ -57,20 +59,53 @@ def scale_damping(model: mjx.Model, key: jax.Array, dof_ids, scale_range) -> dic
     return {"dof_damping": model.dof_damping.at[ids].multiply(f)}
 
 
+def _is_free_body(model: mjx.Model, body_id: int) -> bool:
+    jnt = int(np.asarray(model.body_jntadr)[body_id])
+    return (
+        int(np.asarray(model.body_parentid)[body_id]) == 0
+        and jnt >= 0
+        and int(np.asarray(model.jnt_type)[jnt]) == mujoco.mjtJoint.mjJNT_FREE
+    )
+
+
+def _free_body_invweight(mass: jax.Array, inertia: jax.Array) -> jax.Array:
+    """`body_invweight0` of a free body: [1 / mass, mean of 1 / principal moments].
+
+    Contact softness is scaled by the bodies' inverse weights, which the compiler derives from
+    the masses (mj_setConst) and nothing recomputes at run time: a block made twice as heavy
+    but left with its compiled weight gets contacts twice too stiff for it, and squeezed
+    between the gripper pads it can be shot out of the grasp. For a free body both values are
+    exact at any pose (the centre-of-mass translation and the trace of the inverse inertia).
+    """
+    return jnp.stack([1.0 / mass, jnp.mean(1.0 / inertia)])
+
+
 def scale_mass(model: mjx.Model, key: jax.Array, body_ids, scale_range) -> dict[str, jax.Array]:
-    """Body mass times a factor; the inertia scales with it (same shape, denser material)."""
+    """Body mass times a factor; the inertia scales with it (same shape, denser material).
+
+    Free bodies get matching contact weights (`body_invweight0`). A link in a chain keeps its
+    compiled weight: that one depends on the whole chain's pose and masses at qpos0.
+    """
     ids = jnp.asarray(body_ids)
     f = _factors(key, len(body_ids), scale_range)
+    free = jnp.asarray([_is_free_body(model, int(b)) for b in body_ids])
+    weight_factor = jnp.where(free, 1.0 / f, 1.0)
     return {
         "body_mass": model.body_mass.at[ids].multiply(f),
         "body_inertia": model.body_inertia.at[ids].multiply(f[:, None]),
+        "body_invweight0": model.body_invweight0.at[ids].multiply(weight_factor[:, None]),
     }
 
 
 def set_box(
     model: mjx.Model, geom_id: int, body_id: int, half_size: jax.Array, mass: jax.Array
 ) -> dict[str, jax.Array]:
-    """A solid box body of the given half-sizes `[3]` and mass: size, bounds and inertia agree."""
+    """A solid free box body of the given half-sizes `[3]` and mass: size, bounds, inertia and
+    contact weight agree."""
+    if not _is_free_body(model, body_id):
+        raise ValueError(
+            f"set_box needs a free body (a freejoint child of the world), not {body_id}"
+        )
     hx, hy, hz = half_size[0], half_size[1], half_size[2]
     inertia = mass / 3.0 * jnp.stack([hy**2 + hz**2, hx**2 + hz**2, hx**2 + hy**2])
     aabb = model.geom_aabb.at[geom_id].set(jnp.concatenate([jnp.zeros(3), half_size]))
@@ -80,6 +115,9 @@ def set_box(
         "geom_aabb": aabb,
         "body_mass": model.body_mass.at[body_id].set(mass),
         "body_inertia": model.body_inertia.at[body_id].set(inertia),
+        "body_invweight0": model.body_invweight0.at[body_id].set(
+            _free_body_invweight(mass, inertia)
+        ),
     }
 
 
