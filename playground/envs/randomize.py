@@ -73,9 +73,10 @@ def _free_body_invweight(mass: jax.Array, inertia: jax.Array) -> jax.Array:
 
     Contact softness is scaled by the bodies' inverse weights, which the compiler derives from
     the masses (mj_setConst) and nothing recomputes at run time: a block made twice as heavy
-    but left with its compiled weight gets contacts twice too stiff for it, and squeezed
-    between the gripper pads it can be shot out of the grasp. For a free body both values are
-    exact at any pose (the centre-of-mass translation and the trace of the inverse inertia).
+    but left with its compiled weight gets contacts scaled for another body (it sinks twice as
+    deep into the table), and squeezed between the gripper pads it can slip out of the grasp.
+    For a free body both values are exact at any pose (the centre-of-mass translation and the
+    trace of the inverse inertia).
     """
     return jnp.stack([1.0 / mass, jnp.mean(1.0 / inertia)])
 
