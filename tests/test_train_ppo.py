@@ -57,6 +57,10 @@ def test_run_folder_has_every_output(reach_run):
         "eval/episode_length",
     ):
         assert key in keys
+    # FrankaReach ends episodes only at its 60-step limit, so every training episode lasted 60
+    # (a plain mean over updates, some without an ended episode, logged 37.5 and 41.25).
+    lengths = [r["training/episode_length"] for r in _metrics(run_dir) if r["step"] > 0]
+    assert lengths and all(n == pytest.approx(60.0) for n in lengths), lengths
     # The policy file drives the env on its own (as peg insertion, DAgger and export read it).
     policy, payload = policy_file.load_policy_fn(summary["policy"], "FrankaReach")
     env = registry.load("FrankaReach")

@@ -260,14 +260,13 @@ class PPOTrainer:
                 None,
                 length=cfg.num_updates_per_batch,
             )
-            # Training-episode statistics, from episodes that ended during this update.
+            # Training-episode statistics: sums over the episodes that ended during this update,
+            # divided by their count once per epoch (below).
             ended = data.extras["state_extras"]["episode_done"]
             episode = data.extras["state_extras"]["episode_metrics"]
-            n_ended = jax.lax.psum(jnp.sum(ended), AXIS)
+            metrics["episodes_ended"] = jax.lax.psum(jnp.sum(ended), AXIS)
             for name, value in episode.items():
-                total = jax.lax.psum(jnp.sum(value * ended), AXIS)
-                metrics[f"episode_{name}"] = total / jnp.maximum(n_ended, 1.0)
-            metrics["episodes_ended"] = n_ended
+                metrics[f"episode_{name}"] = jax.lax.psum(jnp.sum(value * ended), AXIS)
             new_state = state.replace(
                 optimizer_state=opt_state, params=params, normalizer_params=normalizer
             )
@@ -276,7 +275,15 @@ class PPOTrainer:
         (state, env_state, _), metrics = jax.lax.scan(
             update, (state, env_state, key), None, length=self.schedule.updates_per_epoch
         )
-        return state, env_state, jax.tree.map(jnp.mean, metrics)
+        # Episode statistics are weighted by the episodes that ended in each update: a plain
+        # mean over updates counts an update in which no episode ended as an episode of zeros
+        # (envs that never terminate early end together, in some updates only).
+        n_ended = jnp.sum(metrics["episodes_ended"])
+        means = jax.tree.map(jnp.mean, metrics)
+        for name, total in metrics.items():
+            if name.startswith("episode_"):
+                means[name] = jnp.sum(total) / jnp.maximum(n_ended, 1.0)
+        return state, env_state, means
 
     # ----- host loop -----
     def reset_envs(self, key: jax.Array):
