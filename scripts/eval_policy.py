@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,17 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
-def evaluate_policy(
+def run_episodes(
     payload: dict[str, Any],
     episodes: int,
-    seed: int = DEFAULT_SEED,
+    seed: int,
+    make_record: Callable[[Any], Callable[[Any], Any]],
     impl: str | None = None,
     domain_randomization: bool | None = None,
-) -> dict[str, Any]:
-    """Runs `episodes` deterministic episodes (one per env, in one batch)."""
+) -> tuple[Any, bool, Callable[[], Any]]:
+    """(env, domain_randomization, run) for `payload`'s run. `run() -> (metrics, recorded)` plays
+    `episodes` deterministic episodes (one per env, in one batch) from the starts and randomised
+    models of `seed`, recording `make_record(env)(state)` after every step."""
     run_config = payload["extra"].get("config", {})
     name = payload["env_name"]
     saved_env = dict(run_config.get("env", {}))
@@ -65,16 +69,36 @@ def evaluate_policy(
             registry.get_domain_randomizer(name, env.config), k_model, episodes
         )
     policy = policy_file.make_policy_fn(payload)  # batched observations work as well
-    run = evaluate.make_evaluator(
+    evaluator = evaluate.make_evaluator(
         env,
         lambda params, deterministic: lambda obs, key: (policy(obs, key), {}),
         episodes,
         env.config.episode_length,
         randomization_fn=randomizer,
-        record=lambda state: (state.metrics["success"], state.done),
+        record=make_record(env),
     )
+    return env, domain_randomization, lambda: evaluator(None, k_starts)
+
+
+def evaluate_policy(
+    payload: dict[str, Any],
+    episodes: int,
+    seed: int = DEFAULT_SEED,
+    impl: str | None = None,
+    domain_randomization: bool | None = None,
+) -> dict[str, Any]:
+    """Runs `episodes` deterministic episodes (one per env, in one batch)."""
+    env, domain_randomization, run = run_episodes(
+        payload,
+        episodes,
+        seed,
+        lambda env: lambda state: (state.metrics["success"], state.done),
+        impl,
+        domain_randomization,
+    )
+    name = payload["env_name"]
     t0 = time.perf_counter()
-    metrics, (success, done) = run(None, k_starts)
+    metrics, (success, done) = run()
     metrics = {k: float(v) for k, v in metrics.items()}
     successes = round(metrics["eval/success_rate"] * episodes)
     # A failure either never reached the goal or lost it (a dropped object) before the end.

@@ -8,6 +8,8 @@ JAX's persistent compilation cache (set up by `import playground`) makes re-runs
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import sys
 from pathlib import Path
 
 import jax
@@ -131,6 +133,18 @@ def render_datas(render_model):
     from .render_scene import scene_datas
 
     return scene_datas(render_model)
+
+
+def load_script(name: str):
+    """Imports `scripts/<name>.py` as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it: dataclasses look their module up while the script loads.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def set_free_body(state: State, qpos_adr: int, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> State:

@@ -148,13 +148,68 @@ def _corner_landing_peaks(iterations: int | None = None, ls_iterations: int | No
 def test_open_gripper_landing_on_block_corner_leaves_it_calm():
     """The solver converges when the open gripper comes down on a large block's corner.
 
-    With the scene's earlier settings (3 Newton iterations, 1 line-search step) 35 of these 40
-    landings spun the block faster than 10 rad/s (up to 37), and in the policy's episodes blocks
-    were launched off the table.
+    The knocked block tips at up to 9 rad/s, the same to 0.1 rad/s with twice the iterations.
+    With the scene's earlier settings (3 Newton iterations, 1 line-search step) the solve does
+    not converge: 37 of these 40 landings spin the block faster than 15 rad/s, some at
+    thousands, and in the policy's episodes blocks were launched off the table.
     """
-    assert _corner_landing_peaks().max() < 5.0
+    peaks = _corner_landing_peaks()
+    assert peaks.max() < 15.0
+    np.testing.assert_allclose(peaks, _corner_landing_peaks(20, 20), atol=0.1)
     # The recorded state still reproduces the failure under the old settings.
-    assert np.mean(_corner_landing_peaks(3, 1) > 10.0) > 0.5
+    assert np.mean(_corner_landing_peaks(3, 1) > 15.0) > 0.5
+
+
+def _grasp_and_hold(half_size: float, offset_m: float, impratio: float | None = None):
+    """Scripted grasp of a 100 g block `offset_m` off its centre, lifted and held for 5 s.
+
+    Native MuJoCo; returns (block height in m, block rotation relative to the gripper in deg
+    over the hold).
+    """
+    spec = mujoco.MjSpec.from_file(str(c.PICK_XML))
+    spec.geom("block").size = [half_size] * 3
+    spec.geom("block").mass = 0.1  # the heaviest randomised block
+    m = spec.compile()
+    if impratio is not None:
+        m.opt.impratio = impratio
+    arm, blk = arm_lib.find_arm(m, "left/"), arm_lib.find_object(m, "block", "block")
+    d = mujoco.MjData(m)
+    mujoco.mj_resetDataKeyframe(m, d, m.keyframe("home").id)
+    yaw = 0.3
+    d.qpos[blk.qpos_adr + 2 : blk.qpos_adr + 7] = [
+        half_size,
+        np.cos(yaw / 2),
+        0,
+        0,
+        np.sin(yaw / 2),
+    ]
+    mujoco.mj_forward(m, d)
+    scripted.grasp_and_lift(m, d, arm, blk, grip_offset_m=np.array([offset_m, 0.0, 0.0]))
+
+    def relative():
+        return d.xmat[blk.body].reshape(3, 3).T @ d.site_xmat[arm.pinch_site].reshape(3, 3)
+
+    start = relative()
+    for _ in range(1000):
+        mujoco.mj_step(m, d)
+    cos = np.clip((np.trace(start.T @ relative()) - 1.0) / 2.0, -1.0, 1.0)
+    return float(d.xpos[blk.body][2]), float(np.rad2deg(np.arccos(cos)))
+
+
+def test_held_block_does_not_creep_out_of_the_fingers():
+    """Friction rows 10x stiffer than normal rows (impratio 10) stop a held block from creeping.
+
+    With MuJoCo's default impratio of 1, static friction slips under a sustained load: a small
+    heavy block slides out of a centred grasp, and a block held 8 mm off-centre pivots.
+    """
+    z, _ = _grasp_and_hold(0.012, 0.0)
+    assert z > 0.1, "the small block stays lifted"
+    _, turned = _grasp_and_hold(0.02, 0.008)
+    assert turned < 4.0, turned
+    # The same grasps with the default impratio: dropped, and pivoted by about 20 degrees.
+    z1, _ = _grasp_and_hold(0.012, 0.0, impratio=1.0)
+    _, turned1 = _grasp_and_hold(0.02, 0.008, impratio=1.0)
+    assert z1 < 0.05 and turned1 > 10.0, (z1, turned1)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +247,12 @@ def test_success_at_target_and_not_far_away(pick, reward_fn):
             jnp.array([np.cos(np.pi / 8), np.sin(np.pi / 8), 0.0, 0.0])  # 45 deg about x
         )
     )
-    assert float(reward_fn(tilted, target)["success"]) == 0.0
+    tilted_terms = reward_fn(tilted, target)
+    assert float(tilted_terms["success"]) == 0.0
+    # Level: 1 upright once lifted, 1 - tanh(3) at 45 degrees, 0 on the table.
+    assert float(at_target["level"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(tilted_terms["level"]) == pytest.approx(1.0 - np.tanh(3.0), abs=1e-4)
+    assert float(far["level"]) == 0.0
     # Reach is largest with the block at the pinch point.
     pinch = reward_fn(home, target)
     assert float(at_target["reach"]) < 1.0 and 0.0 < float(pinch["reach"]) < 1.0

@@ -6,12 +6,10 @@ and the shipped card are checked on the real CIFAR-10 subset in ../shared/data (
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import pickle
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -30,20 +28,15 @@ from playground.networks.nature_cnn import (
     load_pretrained,
 )
 
+from .conftest import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "params" / "nature_cnn_cifar10"
 BATCH_NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "pretrain_nature_cnn", REPO / "scripts" / "pretrain_nature_cnn.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    # Registered before running it: dataclasses look their module up while the script loads.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("pretrain_nature_cnn")
 
 
 @pytest.fixture(scope="module")

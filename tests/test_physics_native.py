@@ -339,8 +339,8 @@ def test_scripted_grasp_lifts_the_block_under_both_impls(pick, pick_native):
     jax_h, _ = _scripted_lift(pick.env)
     # Both lift the 2 cm block more than 8 cm off the table (the scripted test's criterion).
     assert native_h[-1] > half + 0.08 and jax_h[-1] > half + 0.08, (native_h, jax_h)
-    # The engines' contact code differs (collision functions, a Newton solve cut at 3 iterations
-    # and 1 line search), so heights are compared within tolerances, not to float precision.
+    # The engines' contact code differs (collision functions, the order of contacts in the
+    # Newton solve), so heights are compared within tolerances, not to float precision.
     # Resting on the table (approach, descent, closing): measured within 2e-5 m.
     np.testing.assert_allclose(native_h[:3], jax_h[:3], atol=1e-4)
     # Lifted, the block hangs between the pads by friction and where it settles in the grip

@@ -3,7 +3,6 @@ the policy still does what its card says on held-out starts."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pytest
 
 from playground import registry
 from playground.training import policy_file
+
+from .conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PICK = REPO / "params" / "aloha_s2r_pick_native"
@@ -24,13 +25,6 @@ def _shipped(name_dir: Path) -> tuple[dict, dict]:
         pytest.fail(f"{card_path} is missing: ship a run with scripts/ship_policy.py")
     card = json.loads(card_path.read_text())
     return card, policy_file.read_policy(REPO / card["policy"], card["env_name"])
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_pick_card_matches_its_policy_file():
@@ -60,14 +54,16 @@ def test_pick_card_success_reproduces():
     """The card's headline evaluation (1024 fresh randomised starts, native physics) re-run."""
     card, payload = _shipped(PICK)
     headline = card["independent_evaluations"][0]
-    result = _script("eval_policy").evaluate_policy(payload, headline["episodes"], headline["seed"])
+    result = load_script("eval_policy").evaluate_policy(
+        payload, headline["episodes"], headline["seed"]
+    )
     # Exact on the machine that wrote the card; another CPU's float rounding may flip a few
     # of the 1024 episodes.
     assert abs(result["success_rate"] - headline["success_rate"]) <= 0.01, result
 
 
 def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path):
-    ship = _script("ship_policy")
+    ship = load_script("ship_policy")
     run_dir, summary = reach_run
     out = tmp_path / "params"
     ship.main([str(run_dir), "--name", "reach", "--params_dir", str(out), "--wall_seconds", "12.5"])
