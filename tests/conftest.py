@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import playground  # noqa: F401  (XLA flags + compilation cache before jax starts)
@@ -246,3 +247,9 @@ def exported(reach_run, tiny_dagger_run, tmp_path_factory) -> dict:
         observations = export_cli.record_observations(env, payload, 4, 16, seed=7)
         out[kind] = (result["onnx"], payload, observations)
     return out
+
+
+def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle of the rotation taking orientation `a` to `b` (3x3 matrices), in degrees."""
+    cos = np.clip((np.trace(a.T @ b) - 1.0) / 2.0, -1.0, 1.0)
+    return float(np.rad2deg(np.arccos(cos)))

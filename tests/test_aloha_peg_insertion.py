@@ -12,7 +12,7 @@ from mujoco import mjx
 from playground import registry
 from playground.training import policy_file
 
-from .conftest import set_free_body
+from .conftest import rotation_angle_deg, set_free_body
 
 
 def _in_gripper(state, arm, obj) -> np.ndarray:
@@ -62,8 +62,7 @@ def _hold_native(env, impratio: float, count: int = 4) -> np.ndarray:
                 dropped_at = (k + 1) * model.opt.timestep
         row = []
         for i, body in enumerate(bodies):
-            rel = rot0[i].T @ data.xmat[body].reshape(3, 3)
-            turn = np.degrees(np.arccos(np.clip((np.trace(rel) - 1) / 2, -1, 1)))
+            turn = rotation_angle_deg(rot0[i], data.xmat[body].reshape(3, 3))
             row += [z0[i] - data.xpos[body, 2], turn]
         out.append([*row, dropped_at])
     return np.asarray(out)

@@ -15,7 +15,7 @@ from playground.envs.aloha import constants as c
 from playground.envs.aloha import pick as pick_lib
 from playground.envs.aloha import scripted
 
-from .conftest import set_free_body
+from .conftest import rotation_angle_deg, set_free_body
 
 
 def test_released_block_falls_and_rests(pick):
@@ -192,8 +192,7 @@ def _grasp_and_hold(half_size: float, offset_m: float, impratio: float | None = 
     start = relative()
     for _ in range(1000):
         mujoco.mj_step(m, d)
-    cos = np.clip((np.trace(start.T @ relative()) - 1.0) / 2.0, -1.0, 1.0)
-    return float(d.xpos[blk.body][2]), float(np.rad2deg(np.arccos(cos)))
+    return float(d.xpos[blk.body][2]), rotation_angle_deg(start, relative())
 
 
 def test_held_block_does_not_creep_out_of_the_fingers():
