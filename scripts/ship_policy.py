@@ -7,7 +7,9 @@ The card holds what a user needs to trust and reproduce the params: the command,
 library versions, env steps, the held-out success rate and the learning curve, all read from the
 run folder (config.json, final.json, metrics.jsonl). The wall time comes from the caller because a
 resumed run spans several processes and only the caller timed all of them; the summed epoch times
-from metrics.jsonl are in the card beside it as a cross-check.
+from metrics.jsonl are in the card beside it as a cross-check. `--policy best` ships the run's
+best_policy.pkl (the best of the trainer's held-out evaluations, whose seeds differ from those of
+scripts/eval_policy.py) instead of the final policy.pkl.
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--note", default="", help="what a user should know about these params")
     p.add_argument(
+        "--policy",
+        choices=("final", "best"),
+        default="final",
+        help="the run's final policy.pkl, or best_policy.pkl (best held-out evaluation)",
+    )
+    p.add_argument(
         "--extra_command",
         action="append",
         default=[],
@@ -133,9 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    src = args.run_dir / "policy.pkl"
+    src = args.run_dir / ("best_policy.pkl" if args.policy == "best" else "policy.pkl")
     payload = policy_file.read_policy(src)  # validates the file before it is shipped
     card = make_card(args.run_dir, args.wall_seconds, args.wall_note, args.extra_command)
+    card["selected"] = args.policy
+    if args.policy == "best":
+        card["run_env_steps"] = card["env_steps"]
+        card["env_steps"] = payload["extra"]["env_steps"]
+        card["success_rate"] = payload["extra"]["held_out_success_rate"]
+        card["success_of"] += (
+            "; the best of the run's held-out evaluations (latest on a tie), "
+            f"reached after {card['env_steps']:,} of its {card['run_env_steps']:,} env steps"
+        )
     card["independent_evaluations"] = [_read_json(path) for path in args.eval_json]
     card["note"] = args.note
     if payload["env_name"] != card["env_name"]:

@@ -32,8 +32,15 @@ def test_pick_card_matches_its_policy_file():
     assert card["env_name"] == "AlohaS2RPick" and card["impl"] == "native"
     assert card["domain_randomization"] is True
     assert payload["extra"]["env_steps"] == card["env_steps"]
-    assert card["learning_curve"][-1]["env_steps"] == card["env_steps"]
-    assert card["learning_curve"][-1]["success_rate"] == card["success_rate"]
+    curve = {p["env_steps"]: p["success_rate"] for p in card["learning_curve"]}
+    assert curve[card["env_steps"]] == card["success_rate"]
+    if card.get("selected") == "best":  # the best evaluation after step 0, the latest on a tie
+        top = max(v for s, v in curve.items() if s > 0)
+        assert card["success_rate"] == top
+        assert card["env_steps"] == max(s for s, v in curve.items() if v == top)
+        assert payload["extra"]["held_out_success_rate"] == top
+    else:
+        assert card["learning_curve"][-1]["env_steps"] == card["env_steps"]
     assert card["wall_seconds"] <= 2 * 3600  # issue 9's budget on 2 cores
     assert card["commands"][0].startswith(
         "python learning/train_jax_ppo.py --env_name AlohaS2RPick"
@@ -78,6 +85,17 @@ def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path):
     original = policy_file.read_policy(run_dir / "policy.pkl")
     jax.tree.map(
         lambda a, b: np.testing.assert_array_equal(a, b), shipped["params"], original["params"]
+    )
+    # --policy best ships best_policy.pkl, with the env steps and success of that evaluation.
+    ship.main([str(run_dir), "--name", "best", "--params_dir", str(out), "--policy", "best"])
+    best_card = json.loads((out / "best.json").read_text())
+    best = policy_file.read_policy(run_dir / "best_policy.pkl", "FrankaReach")
+    assert best_card["selected"] == "best" and best_card["run_env_steps"] == summary["env_steps"]
+    assert best_card["env_steps"] == summary["best_env_steps"] == best["extra"]["env_steps"]
+    assert best_card["success_rate"] == summary["best_success_rate"]
+    shipped_best = policy_file.read_policy(out / "best" / "policy.pkl", "FrankaReach")
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(a, b), shipped_best["params"], best["params"]
     )
     # A folder that is not a finished run is refused with the missing file's name.
     (tmp_path / "empty").mkdir()

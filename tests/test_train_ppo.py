@@ -67,6 +67,15 @@ def test_run_folder_has_every_output(reach_run):
     state = env.reset(jax.random.PRNGKey(3))
     action = policy(state.obs, jax.random.PRNGKey(0))
     assert action.shape == (3,) and payload["extra"]["env_steps"] == 163840
+    # best_policy.pkl: the policy of the best held-out evaluation after training began, the
+    # latest on a tie.
+    evals = {r["step"]: r["eval/success_rate"] for r in _metrics(run_dir) if r["step"] > 0}
+    best = policy_file.read_policy(run_dir / "best_policy.pkl", "FrankaReach")["extra"]
+    top = max(evals.values())
+    assert best["held_out_success_rate"] == top
+    assert best["env_steps"] == max(s for s, v in evals.items() if v == top)
+    assert summary["best_env_steps"] == best["env_steps"]
+    assert summary["best_success_rate"] == top
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
@@ -148,6 +157,11 @@ def test_sigkill_then_resume_loses_nothing_before_the_checkpoint(tmp_path, reach
     steps = [r["step"] for r in _metrics(run_dir) if "training/sps" in r]
     assert steps == [81920, 163840, 245760], steps  # nothing retrained from 0
     assert summary["success_rate"] >= 0.5
+    # The best policy is chosen over the evaluations of both processes.
+    evals = {r["step"]: r["eval/success_rate"] for r in _metrics(run_dir) if r["step"] > 0}
+    top = max(evals.values())
+    assert summary["best_success_rate"] == top
+    assert summary["best_env_steps"] == max(s for s, v in evals.items() if v == top)
 
 
 def test_resume_and_checkpoint_errors_name_the_file(tmp_path, reach_run, capsys):

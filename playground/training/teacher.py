@@ -3,8 +3,9 @@
 A run folder `logs/<env>-<timestamp>[-suffix]/` gets `config.json` (everything needed to rebuild
 the run), `checkpoints/<step>/` (orbax: params, optimiser state, normaliser, rng and the config),
 `tb/` (TensorBoard), `metrics.jsonl`, `learning_curve.png`, the final policy `policy.pkl` (read
-by AlohaS2RPegInsertion's phase 1, the DAgger distiller and the ONNX exporter), `final.json`
-(held-out evaluation and wall times) and `rollout.mp4`.
+by AlohaS2RPegInsertion's phase 1, the DAgger distiller and the ONNX exporter), `best_policy.pkl`
+(the policy of the best held-out evaluation so far, the latest on a tie), `final.json` (held-out
+evaluation and wall times) and `rollout.mp4`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from playground.training import checkpoint, evaluate, policy_file, ppo_params, r
 from playground.training.run_files import new_run_dir, parse_overrides, tuples, write_json
 
 DEFAULT_ENV = "AlohaS2RPick"
+BEST_POLICY = "best_policy.pkl"
 
 # Hyperparameter flags (Playground's names) -> (type, help). Unset flags keep the per-env config.
 PPO_FLAGS: dict[str, tuple[Any, str]] = {
@@ -343,16 +345,49 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
             + (f"; resuming at step {start:,}" if start else "")
         )
     ckpt = checkpoint.Checkpointer(run_dir / checkpoint.CHECKPOINT_DIR) if lead else None
+
+    def save(path: Path, st, step: int, extra: dict[str, Any] | None = None) -> Path:
+        return policy_file.save_policy(
+            path,
+            env_name=run_config["env_name"],
+            params=trainer.inference_params(st),
+            observation_size=trainer.observation_size,
+            action_size=env.action_size,
+            policy_hidden_layer_sizes=tuple(cfg.network.policy_hidden_layer_sizes),
+            value_hidden_layer_sizes=tuple(cfg.network.value_hidden_layer_sizes),
+            activation=cfg.network.activation,
+            policy_obs_key=cfg.network.policy_obs_key,
+            value_obs_key=cfg.network.value_obs_key,
+            extra={
+                "env_steps": step,
+                "run_dir": str(run_dir),
+                "config": run_config,
+                **(extra or {}),
+            },
+        )
+
     epoch_seconds: list[float] = []
     t_start = time.perf_counter()
     if not args.play_only:
         if start == 0 and args.run_evals and cfg.num_evals > 1 and lead:
             logger.log(0, trainer.evaluate(state))
 
+        best_path = run_dir / BEST_POLICY
+        # A resumed run competes with the best of its earlier part.
+        best = _best_success(best_path) if args.load_checkpoint_path else -1.0
+
         def on_epoch(step: int, st, metrics: dict[str, float]) -> None:
+            nonlocal best
             epoch_seconds.append(metrics["training/epoch_seconds"])
             if lead:
                 logger.log(step, metrics)
+                success = metrics.get("eval/success_rate")
+                # PPO's held-out success swings by several points from one evaluation to the
+                # next late in a run, so the last policy is not always the best one seen.
+                # Written before the checkpoint, so that a resume knows every earlier best.
+                if success is not None and success >= best:
+                    best = success
+                    save(best_path, st, step, {"held_out_success_rate": success})
                 ckpt.save(step, st, run_config)
 
         state, step = trainer.run(state, start, on_epoch, run_evals=args.run_evals)
@@ -364,19 +399,7 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
     if lead:
         final_eval = trainer.evaluate(state)
         params = trainer.inference_params(state)
-        policy_path = policy_file.save_policy(
-            run_dir / "policy.pkl",
-            env_name=run_config["env_name"],
-            params=params,
-            observation_size=trainer.observation_size,
-            action_size=env.action_size,
-            policy_hidden_layer_sizes=tuple(cfg.network.policy_hidden_layer_sizes),
-            value_hidden_layer_sizes=tuple(cfg.network.value_hidden_layer_sizes),
-            activation=cfg.network.activation,
-            policy_obs_key=cfg.network.policy_obs_key,
-            value_obs_key=cfg.network.value_obs_key,
-            extra={"env_steps": step, "run_dir": str(run_dir), "config": run_config},
-        )
+        policy_path = save(run_dir / "policy.pkl", state, step)
         summary = {
             "env_name": run_config["env_name"],
             "env_steps": step,
@@ -390,6 +413,11 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
             "policy": str(policy_path),
             "run_dir": str(run_dir),
         }
+        if (run_dir / BEST_POLICY).is_file():
+            best_extra = policy_file.read_policy(run_dir / BEST_POLICY)["extra"]
+            summary["best_policy"] = str(run_dir / BEST_POLICY)
+            summary["best_env_steps"] = best_extra["env_steps"]
+            summary["best_success_rate"] = best_extra["held_out_success_rate"]
         if args.render_final_policy:
             policy = trainer.make_policy(params, deterministic=True)
             try:
@@ -415,6 +443,13 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
     if ckpt is not None:
         ckpt.close()
     return summary
+
+
+def _best_success(path: Path) -> float:
+    """Held-out success of a run's best policy so far (-1 when there is none yet)."""
+    if not path.is_file():
+        return -1.0
+    return float(policy_file.read_policy(path)["extra"]["held_out_success_rate"])
 
 
 def _wall_split(epoch_seconds: list[float]) -> dict[str, float]:
