@@ -1,5 +1,7 @@
 """FrankaGrasp and FrankaLift: IK, keypoint reward, scripted grasp-and-lift, terminations."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -9,6 +11,7 @@ from mujoco import mjx
 
 from playground import registry
 from playground.envs.franka import scripted
+from playground.envs.wrappers import BatchEnv
 
 from .conftest import BATCH, set_free_body
 
@@ -81,43 +84,101 @@ def test_keypoint_reward_is_largest_at_the_grasp_pose(franka_grasp):
         assert keypoint_at(q + jnp.asarray(rng.uniform(-0.15, 0.15, 7))) < best
 
 
-def _scripted_episode(compiled, carry_fn, steps):
-    env = compiled.env
+def _grasp_carry(env):
+    """FrankaGrasp's carry target: 6 cm past the lift height above the box's start."""
+    return lambda s: s.info["box_start"] + jnp.array([0.0, 0.0, env.config.lift_height_m + 0.06])
+
+
+def _lift_carry(env):
+    return lambda s: s.info["goal"]
+
+
+def _scripted_outcomes(env, reset, step, rngs, carry_fn):
+    """Runs the scripted grasp from the starts `rngs` `[B, 2]` for one episode.
+
+    Returns per env: success (FrankaGrasp: at the last step; FrankaLift: at any step, which ends
+    the episode), whether any step dropped the box, and the final gripper target.
+    """
     act = jax.jit(jax.vmap(lambda s, t: scripted.grasp_action(env, s, t)))
-    state = compiled.reset_batch(7)
-    history = []
-    done = np.zeros(BATCH, bool)
-    for _ in range(steps):
-        state = compiled.step(state, act(state, carry_fn(state)))
+    state = reset(rngs)
+    ever = np.zeros(len(rngs))
+    dropped = np.zeros(len(rngs), bool)
+    done = np.zeros(len(rngs), bool)
+    for _ in range(env.config.episode_length):
+        state = step(state, act(state, carry_fn(state)))
+        live = ~done
+        ever = np.where(live, np.maximum(ever, np.asarray(state.metrics["success"])), ever)
+        if "dropped" in state.metrics:
+            dropped |= live & (np.asarray(state.metrics["dropped"]) != 0.0)
         done |= np.asarray(state.done) > 0
-        history.append({k: np.asarray(v) for k, v in state.metrics.items()})
         if done.all():
             break
-    return state, history, done
+    last = np.asarray(state.metrics["success"])
+    gripper = np.asarray(state.data.ctrl[:, env.panda.gripper_actuator])
+    return {"last": last, "ever": ever, "dropped": dropped, "done": done, "gripper": gripper}
+
+
+# Outcomes of contact-rich episodes can flip with a processor's float rounding, so these tests
+# count successes over 16 or 32 starts and assert a rate with a margin, not every episode
+# (docs/tasks.md, "FrankaGrasp's scripted grasp", has the measured counts).
+SCRIPTED_SEEDS = (7, 8, 9, 10)  # 4 fixture batches: 16 starts
+
+
+def _fixture_outcomes(compiled, carry_fn):
+    runs = [
+        _scripted_outcomes(
+            compiled.env,
+            compiled.reset,
+            compiled.step,
+            jax.random.split(jax.random.PRNGKey(seed), BATCH),
+            carry_fn,
+        )
+        for seed in SCRIPTED_SEEDS
+    ]
+    return {k: np.concatenate([r[k] for r in runs]) for k in runs[0]}
 
 
 def test_scripted_grasp_and_lift_succeeds_in_frankagrasp(franka_grasp):
     env = franka_grasp.env
-    state, history, done = _scripted_episode(
-        franka_grasp,
-        lambda s: s.info["box_start"] + jnp.array([0.0, 0.0, env.config.lift_height_m + 0.06]),
-        env.config.episode_length,
-    )
-    assert not done.any(), "nothing terminates a successful grasp"
-    assert np.all(history[-1]["success"] == 1.0)
-    assert np.all(history[-1]["grasp"] == 1.0)
+    out = _fixture_outcomes(franka_grasp, _grasp_carry(env))
+    assert not out["done"].any(), "nothing terminates a successful grasp"
+    ok = out["last"] == 1.0
+    assert ok.sum() >= 15, out["last"]
     # The policy's own gripper command closed the hand on the box.
-    assert np.all(np.asarray(state.data.ctrl[:, env.panda.gripper_actuator]) < 0.005)
+    assert np.all(out["gripper"][ok] < 0.005)
 
 
 def test_scripted_grasp_and_lift_reaches_the_goal_in_frankalift(franka_lift):
-    state, history, done = _scripted_episode(
-        franka_lift, lambda s: s.info["goal"], franka_lift.env.config.episode_length
+    out = _fixture_outcomes(franka_lift, _lift_carry(franka_lift.env))
+    ok = out["ever"] == 1.0
+    assert ok.sum() >= 15, out["ever"]
+    assert np.all(out["done"][ok]), "reaching the goal ends the episode"
+    assert out["dropped"].sum() <= 1
+
+
+@pytest.mark.parametrize("name", ["FrankaGrasp", "FrankaLift"])
+def test_scripted_grasp_succeeds_with_domain_randomisation_on_native_physics(name):
+    """32 randomised boxes (size, mass up to 0.3 kg, friction, arm gains) under impl=native.
+
+    Before the 2.5 ms step, impratio 10 and the converged solve, heavy boxes crept down the pads
+    and about half of these grasps dropped their box.
+    """
+    env = registry.load(name, config_overrides={"impl": "native"})
+    n = 32
+    randomizer = registry.get_domain_randomizer(name, env.config)
+    batch = BatchEnv(
+        env, functools.partial(randomizer, rng=jax.random.split(jax.random.PRNGKey(107), n))
     )
-    assert done.all(), "reaching the goal ends the episode"
-    success = np.max(np.stack([h["success"] for h in history]), axis=0)
-    assert np.all(success == 1.0)
-    assert np.all(np.stack([h["dropped"] for h in history]) == 0.0)
+    carry = _grasp_carry(env) if name == "FrankaGrasp" else _lift_carry(env)
+    out = _scripted_outcomes(
+        env,
+        jax.jit(batch.reset),
+        jax.jit(batch.step),
+        jax.random.split(jax.random.PRNGKey(7), n),
+        carry,
+    )
+    successes = out["last"] if name == "FrankaGrasp" else out["ever"]
+    assert successes.sum() >= 30, successes
 
 
 def test_lift_shaping_peaks_where_success_holds(franka_lift):

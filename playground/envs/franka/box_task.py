@@ -47,7 +47,7 @@ def base_config() -> config_dict.ConfigDict:
     return config_dict.create(
         impl="jax",
         ctrl_dt=0.05,
-        sim_dt=0.005,
+        sim_dt=0.0025,  # the box tasks need the short step: xmls/franka/box.xml
         episode_length=150,
         pos_scale_m=0.02,
         rot_scale_rad=0.1,

@@ -29,6 +29,26 @@ def rotation_error(current: jax.Array, desired: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.cross(current.T, desired.T), axis=0)
 
 
+def rotation_vector(current: jax.Array, desired: jax.Array) -> jax.Array:
+    """Axis-angle vector `[3]` (world frame) of the rotation taking `current` to `desired`.
+
+    Exact at every angle, where `rotation_error` saturates at sin(angle): a planner that compares
+    two candidate orientations, or predicts how far a joint will turn, needs the true angle (past
+    90 degrees the small-angle error shrinks again and the comparison flips back and forth).
+    """
+    r = desired @ current.T
+    angle = jnp.arccos(jnp.clip((jnp.trace(r) - 1.0) / 2.0, -1.0, 1.0))
+    w = jnp.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    w_norm = jnp.linalg.norm(w)
+    # Near half a turn the skew part vanishes; then r + I = 2 axis axis^T gives the axis.
+    b = 0.5 * (r + jnp.eye(3))
+    k = jnp.argmax(jnp.diag(b))
+    v = b[:, k] / jnp.sqrt(jnp.maximum(b[k, k], 1e-12))
+    v = jnp.where(jnp.dot(v, w) < 0.0, -v, v)
+    axis = jnp.where(w_norm > 1e-6, w / jnp.maximum(w_norm, 1e-12), v)
+    return angle * axis
+
+
 def _clip_norm(v: jax.Array, max_norm: float) -> jax.Array:
     norm = jnp.sqrt(jnp.sum(jnp.square(v)) + 1e-12)
     return v * jnp.minimum(1.0, max_norm / norm)
