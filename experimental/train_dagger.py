@@ -1,7 +1,7 @@
 """Distil a state-based teacher into a pixel student: `python experimental/train_dagger.py`.
 
     python experimental/train_dagger.py --domain-randomization
-    python experimental/train_dagger.py --env-name FrankaReachStereo --teacher RUN/policy.pkl
+    python experimental/train_dagger.py --teacher logs/FrankaReach-<ts>/policy.safetensors
 
 `--help` lists every flag; the run itself lives in playground/training/distill.py.
 """

@@ -21,6 +21,7 @@ small matrices MJX factors, XLA's HLO ops for large ones.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 CPU_XLA_FLAGS: tuple[str, ...] = ("--xla_cpu_use_fusion_emitters=false",)
@@ -41,6 +42,31 @@ def merge_xla_flags(existing: str, wanted: tuple[str, ...]) -> str:
     return " ".join(flags)
 
 
+def cpu_xla_flags() -> tuple[str, ...]:
+    """The flags of `CPU_XLA_FLAGS` that the installed jaxlib still knows.
+
+    jaxlib 0.11 removed `--xla_cpu_use_fusion_emitters` (its CPU backend no longer has the old
+    emitters), and XLA aborts the process at startup on a flag it does not know, while
+    pyproject allows jaxlib up to 0.12. The version is read from the package metadata because
+    importing jax here would start it before the flags are set.
+    """
+    return CPU_XLA_FLAGS if _jaxlib_older_than((0, 11)) else ()
+
+
+def _jaxlib_older_than(version: tuple[int, ...]) -> bool:
+    from importlib import metadata
+
+    try:
+        text = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:  # no jaxlib, no XLA to pass flags to
+        return False
+    parts = []
+    for piece in text.split(".")[: len(version)]:
+        digits = re.match(r"\d+", piece)  # "0rc1", "1.dev2025" and the like
+        parts.append(int(digits.group()) if digits else 0)
+    return tuple(parts) < version
+
+
 def configure(cache_dir: str | os.PathLike | None = None) -> None:
     """Sets CPU XLA flags, the CPU linear-algebra lowering and the compilation cache (idempotent).
 
@@ -57,7 +83,7 @@ def configure(cache_dir: str | os.PathLike | None = None) -> None:
     if not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
         os.environ["MUJOCO_GL"] = "egl"
     if os.environ.get("S2R_NO_XLA_FLAGS", "") not in ("1", "true"):
-        os.environ["XLA_FLAGS"] = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), CPU_XLA_FLAGS)
+        os.environ["XLA_FLAGS"] = merge_xla_flags(os.environ.get("XLA_FLAGS", ""), cpu_xla_flags())
     if os.environ.get("S2R_LAPACK_ON_CPU", "") not in ("1", "true"):
         use_xla_linalg_on_cpu()
     cache = os.environ.get("S2R_JAX_CACHE_DIR") or cache_dir or DEFAULT_CACHE_DIR
@@ -77,3 +103,26 @@ def use_xla_linalg_on_cpu() -> bool:
     from playground import cpu_linalg
 
     return cpu_linalg.register_cpu_lowerings()
+
+
+def cpu_description() -> str:
+    """The processor's model name and whether it has AVX-512, e.g. "AMD EPYC 7B13 (no AVX-512)".
+
+    XLA's CPU code, and with it the float rounding of MJX physics, depends on the instruction set,
+    so measured figures and "deterministic" claims name the processor they hold on.
+    """
+    import platform
+
+    name, flags = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    if not flags:
+        return name
+    return f"{name} ({'AVX-512' if 'avx512f' in flags.split() else 'no AVX-512'})"

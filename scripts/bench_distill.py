@@ -1,6 +1,6 @@
 """Our DAgger against brax's behaviour cloning (`brax.training.agents.bc`) on the same budget.
 
-    python scripts/bench_distill.py --teacher logs/FrankaReach-<ts>/policy.pkl
+    python scripts/bench_distill.py --teacher logs/FrankaReach-<ts>/policy.safetensors
 
 Both distil the same teacher into a pixel student on the same vision task, with the same number
 of parallel envs, env steps (iterations x envs x unroll), gradient samples (updates x batch) and
@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import playground  # noqa: F401  (XLA flags, compilation cache, headless rendering)
-from playground import registry
+from playground import cli_checks, registry
 from playground.envs.base import State
 from playground.envs.wrappers import Wrapper, wrap_for_brax_training
+from playground.files import policy_file
 from playground.training import dagger, distill
 from playground.training.evaluate import HELD_OUT_SEED_OFFSET, make_evaluator
 from playground.training.ppo import bind_randomizer
-from playground.training.run_files import parse_value, tuples
+from playground.training.run_files import parse_overrides, tuples
 
 
 def to_brax(obs: dict) -> dict:
@@ -107,22 +110,66 @@ def brax_bc_student(env, teacher, cfg, args, randomizer):
     return make_policy, params, time.perf_counter() - t0
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def dagger_config(items: list[str]) -> Any:
+    """The DAgger config with the `--dagger KEY=VALUE` items set, each checked as
+    train_dagger.py checks its flag of the same name; UsageError names the first bad one."""
+    cfg = dagger.default_config()
+    for key, value in parse_overrides(items, "--dagger").items():
+        if key not in cfg:
+            raise cli_checks.UsageError(
+                f"--dagger {key}: no such DAgger config field (fields: {', '.join(cfg)})."
+            )
+        check = distill.DAGGER_CHECKS.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                if check is not None:
+                    check(str(item))
+            except argparse.ArgumentTypeError as e:
+                raise cli_checks.UsageError(f"--dagger {key}: {e}") from None
+        try:
+            cfg[key] = tuples(value)
+        except (TypeError, ValueError):  # ConfigDict refuses a value of another type
+            raise cli_checks.UsageError(
+                f"--dagger {key}: expected {type(cfg[key]).__name__}, got {value!r}"
+            ) from None
+    distill.check_dagger_config(cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = cli_checks.ArgumentParser(prog="bench_distill.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--env-name", default=distill.DEFAULT_ENV)
-    p.add_argument("--teacher", default=None, help="default: newest logs/<twin>-*/policy.pkl")
+    p.add_argument(
+        "--teacher", default=None, help="default: newest logs/<twin>-*/policy.safetensors"
+    )
     p.add_argument("--logdir", default="logs")
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--num-eval-envs", type=int, default=64)
+    p.add_argument("--iterations", type=cli_checks.positive_int, default=20)
+    p.add_argument("--num-eval-envs", type=cli_checks.positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--domain-randomization", action="store_true")
     p.add_argument("--env-config", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "--dagger", action="append", default=[], metavar="KEY=VALUE", help="DAgger config field"
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
 
-    overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in args.env_config)}
+    # Every check before the env is built: a bad value would otherwise fail after it compiled.
+    try:
+        if args.env_name not in registry.VISION_ENVS:
+            registry.get_default_config(args.env_name)  # an unknown name lists the valid ones
+            raise cli_checks.UsageError(
+                f"--env-name {args.env_name} has no cameras; use one of "
+                f"{', '.join(registry.VISION_ENVS)}."
+            )
+        overrides = parse_overrides(args.env_config, "--env-config")
+        cfg = dagger_config(args.dagger)
+        teacher_path = args.teacher or distill.find_teacher(
+            args.logdir, registry.get_env_class(args.env_name).TEACHER_ENV
+        )
+        if not Path(teacher_path).is_file():
+            raise cli_checks.UsageError(f"--teacher {teacher_path} does not exist.")
+    except (ValueError, KeyError, FileNotFoundError, policy_file.PolicyFileError) as e:
+        cli_checks.exit_usage(p, e)
     if args.domain_randomization:
         overrides["vision.visual_dr.enabled"] = True
     env = registry.load(args.env_name, config_overrides=tuples(overrides) or None)
@@ -131,12 +178,10 @@ def main() -> None:
         if args.domain_randomization
         else None
     )
-    cfg = dagger.default_config()
-    for item in args.dagger:
-        key, value = item.split("=", 1)
-        cfg[key] = tuples(parse_value(value))
-    teacher_path = args.teacher or distill.find_teacher(args.logdir, type(env).TEACHER_ENV)
-    teacher = distill.load_teacher(teacher_path, env)
+    try:
+        teacher = distill.load_teacher(teacher_path, env)
+    except (FileNotFoundError, policy_file.PolicyFileError) as e:
+        cli_checks.exit_usage(p, e)
     eval_key = jax.random.PRNGKey(args.seed + HELD_OUT_SEED_OFFSET)
 
     def success(eval_env, make_policy, params) -> float:

@@ -3,6 +3,7 @@
     python scripts/bench_env.py                          # every env, batches 1 64 256
     python scripts/bench_env.py --envs AlohaS2RPick --batch 128 --steps 20 --repeats 5
     python scripts/bench_env.py --envs AlohaS2RPick --batch 128 --impls jax native
+    python scripts/bench_env.py --envs AlohaS2RPick --batch 128 --impls native --rollout
 
 Each batch size times a jitted `lax.scan` of `--steps` batched env steps with random actions (the
 raw env, no auto-reset), `--repeats` times after one warm-up call, and reports the median.
@@ -11,7 +12,8 @@ x n_substeps. Ratios between rows of one run mean something on any machine; abso
 only on the machine that printed them (the table header says which device).
 Set S2R_NO_XLA_FLAGS=1 to measure without the project's CPU XLA flags. `native` (MuJoCo C, see
 playground/physics/native.py) uses S2R_NATIVE_THREADS threads, by default the CPUs this process
-may run on; the table's impl column says how many.
+may run on; the table's impl column says how many. `--rollout` adds a row for bare
+`mujoco.rollout` on as many threads: the C engine stepping the same states with no JAX around it.
 """
 
 from __future__ import annotations
@@ -24,15 +26,15 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import playground  # noqa: F401  (sets XLA flags before jax starts)
-from playground import physics, registry
+from playground import cli_checks, physics, registry, runtime
 from playground.physics import native
 
 
-def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dict:
-    env = registry.load(env_name, config_overrides={"impl": impl})
-    reset = jax.jit(jax.vmap(env.reset))
+def make_rollout(env, batch: int, steps: int):
+    """`rollout(state, key)`: `steps` batched env steps with uniform random actions (not jitted)."""
 
     def rollout(state, key):
         def body(s, k):
@@ -42,7 +44,13 @@ def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dic
         state, _ = jax.lax.scan(body, state, jax.random.split(key, steps))
         return state
 
-    rollout = jax.jit(rollout)
+    return rollout
+
+
+def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dict:
+    env = registry.load(env_name, config_overrides={"impl": impl})
+    reset = jax.jit(jax.vmap(env.reset))
+    rollout = jax.jit(make_rollout(env, batch, steps))
     keys = jax.random.split(jax.random.PRNGKey(0), batch)
     t0 = time.perf_counter()
     state = jax.block_until_ready(reset(keys))
@@ -69,14 +77,25 @@ def bench(env_name: str, batch: int, steps: int, repeats: int, impl: str) -> dic
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def main(argv: list[str] | None = None) -> None:
+    parser = cli_checks.ArgumentParser(
+        prog="bench_env.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--envs", nargs="+", default=list(registry.ALL_ENVS), help="env names")
-    parser.add_argument("--batch", nargs="+", type=int, default=[1, 64, 256], help="batch sizes")
-    parser.add_argument("--steps", type=int, default=20, help="env steps per timed call")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls (median reported)")
+    positive = cli_checks.positive_int
+    parser.add_argument(
+        "--envs",
+        nargs="+",
+        type=cli_checks.choice(registry.ALL_ENVS),
+        default=list(registry.ALL_ENVS),
+        help="env names",
+    )
+    parser.add_argument(
+        "--batch", nargs="+", type=positive, default=[1, 64, 256], help="batch sizes"
+    )
+    parser.add_argument("--steps", type=positive, default=20, help="env steps per timed call")
+    parser.add_argument("--repeats", type=positive, default=5, help="timed calls (median reported)")
     parser.add_argument(
         "--impls",
         "--impl",
@@ -85,16 +104,22 @@ def main() -> None:
         choices=physics.IMPLS,
         help="physics implementations to compare (each row is one env, impl and batch)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--rollout",
+        action="store_true",
+        help="add a row per env and batch for bare mujoco.rollout (the C engine's own limit)",
+    )
+    args = parser.parse_args(argv)
     for impl in args.impls:
-        physics.check_impl(impl)  # fail fast, saying why, before any env compiles
-    for name in args.envs:
-        registry.get_default_config(name)  # fail fast, listing valid names, on a typo
+        try:
+            physics.check_impl(impl)  # fail fast, saying why, before any env compiles
+        except ValueError as e:
+            cli_checks.exit_usage(parser, e)
     dev = jax.devices()[0]
     print(
         f"device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores "
         f"({native.default_nthread()} for native physics), "
-        f"{platform.machine()}; jax {jax.__version__}; "
+        f"{platform.machine()}, {runtime.cpu_description()}; jax {jax.__version__}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
     )
     header = (
@@ -107,6 +132,48 @@ def main() -> None:
             for impl in args.impls:
                 r = bench(name, batch, args.steps, args.repeats, impl)
                 _print_row(r)
+            if args.rollout:
+                _print_row(bench_rollout(name, batch, args.steps, args.repeats))
+
+
+def bench_rollout(env_name: str, batch: int, steps: int, repeats: int) -> dict:
+    """The C engine's own limit: `mujoco.rollout` of the env's model from its reset states,
+    `steps x n_substeps` physics steps with the reset's targets held, on the native threads."""
+    import mujoco
+    from mujoco import rollout as mj_rollout
+
+    env = registry.load(env_name, config_overrides={"impl": "native"})
+    model = env.mj_model
+    state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), batch))
+    data = mujoco.MjData(model)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    initial = np.empty((batch, mujoco.mj_stateSize(model, spec)))
+    for i in range(batch):
+        data.qpos[:] = np.asarray(state.data.qpos[i])
+        data.qvel[:] = np.asarray(state.data.qvel[i])
+        mujoco.mj_forward(model, data)
+        mujoco.mj_getState(model, data, initial[i], spec)
+    nstep = steps * env.n_substeps
+    control = np.repeat(np.asarray(state.data.ctrl)[:, None, :], nstep, axis=1)
+    nthread = native.default_nthread()
+    datas = [mujoco.MjData(model) for _ in range(nthread)]
+    times = []
+    with mj_rollout.Rollout(nthread=nthread) as runner:
+        for _ in range(repeats + 1):  # the first call is the warm-up
+            t0 = time.perf_counter()
+            qstate, _ = runner.rollout(model, datas, initial, control)
+            times.append(time.perf_counter() - t0)
+    dt = statistics.median(times[1:])
+    return {
+        "env": env_name,
+        "impl": f"mujoco.rollout ({nthread} threads)",
+        "batch": batch,
+        "jit_reset_s": float("nan"),
+        "jit_step_s": float("nan"),
+        "env_steps_s": batch * steps / dt,
+        "physics_steps_s": batch * nstep / dt,
+        "finite": bool(np.all(np.isfinite(qstate))),
+    }
 
 
 def _print_row(r: dict) -> None:
@@ -114,9 +181,10 @@ def _print_row(r: dict) -> None:
     impl = r["impl"]
     if impl == "native":
         impl += f" ({native.default_nthread()} threads)"
+    jit = [f"{r[k]:.1f}" if r[k] == r[k] else "-" for k in ("jit_reset_s", "jit_step_s")]
     print(
-        f"| {r['env']} | {impl} | {r['batch']} | {r['jit_reset_s']:.1f} | "
-        f"{r['jit_step_s']:.1f} | {r['env_steps_s']:,.0f}{flag} | {r['physics_steps_s']:,.0f} |",
+        f"| {r['env']} | {impl} | {r['batch']} | {jit[0]} | {jit[1]} | "
+        f"{r['env_steps_s']:,.0f}{flag} | {r['physics_steps_s']:,.0f} |",
         flush=True,
     )
 

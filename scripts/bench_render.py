@@ -28,7 +28,7 @@ import jax
 import mujoco
 import numpy as np
 
-from playground import registry, render
+from playground import cli_checks, registry, render
 
 
 def make_frames(env, renderer: render.Renderer, batch: int, steps: int):
@@ -103,18 +103,38 @@ def bench_gl(env, spec, batch: int, steps: int, repeats: int) -> dict:
     return {"first_s": first, "img_s": batch * len(spec.cameras) / dt}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def main(argv: list[str] | None = None) -> None:
+    p = cli_checks.ArgumentParser(
+        prog="bench_render.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--env", default="AlohaS2RPegInsertion")
+    positive = cli_checks.positive_int
+    p.add_argument(
+        "--env", type=cli_checks.choice(registry.ALL_ENVS), default="AlohaS2RPegInsertion"
+    )
     p.add_argument("--cameras", nargs="+", default=["left/wrist_cam", "right/wrist_cam"])
-    p.add_argument("--res", type=int, nargs="+", default=[32, 64])
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 64, 256])
-    p.add_argument("--backends", nargs="+", default=None, help="default: every available + gl")
-    p.add_argument("--steps", type=int, default=10, help="random-action env steps before rendering")
-    p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args()
+    p.add_argument("--res", type=positive, nargs="+", default=[32, 64])
+    p.add_argument("--batch", type=positive, nargs="+", default=[1, 64, 256])
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        type=cli_checks.choice((*render.BACKENDS, "gl")),
+        default=None,
+        help="default: every available + gl",
+    )
+    p.add_argument(
+        "--steps",
+        type=cli_checks.nonnegative_int,
+        default=10,
+        help="random-action env steps before rendering",
+    )
+    p.add_argument("--repeats", type=positive, default=5)
+    args = p.parse_args(argv)
+    for backend in args.backends or ():
+        why = None if backend == "gl" else render.unavailable_reason(backend)
+        if why:  # before the env compiles, not when its turn in the table comes
+            cli_checks.exit_usage(p, cli_checks.UsageError(f"--backends {backend}: {why}"))
     backends = args.backends or [*render.available_backends(), "gl"]
     env = registry.load(args.env)
     print(

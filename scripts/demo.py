@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-from playground import registry
+from playground import cli_checks, registry
 from playground.envs.aloha import scripted
 from playground.envs.wrappers import wrap_for_brax_training
 
@@ -132,7 +132,7 @@ def teacher(num_timesteps: int, logdir: str) -> dict:
     )
     print(
         f"held-out success {summary['success_rate']:.0%} over {summary['eval_episodes']} "
-        f"episodes; run folder {summary['run_dir']} (policy.pkl, checkpoints/, tb/, "
+        f"episodes; run folder {summary['run_dir']} (policy.safetensors, checkpoints/, tb/, "
         f"learning_curve.png, rollout.mp4)"
     )
     print(f"({time.perf_counter() - t:.1f} s)")
@@ -163,7 +163,7 @@ def student(teacher_policy: str, iterations: int, logdir: str) -> dict:
     print(
         f"held-out success: student {summary['student_success_rate']:.0%}, teacher "
         f"{summary['teacher_success_rate']:.0%} on the same starts; run folder "
-        f"{summary['run_dir']} (student.pkl, checkpoints/, tb/, camera_views.mp4)"
+        f"{summary['run_dir']} (student.safetensors, checkpoints/, tb/, camera_views.mp4)"
     )
     print(f"({time.perf_counter() - t:.1f} s)")
     return summary
@@ -190,24 +190,35 @@ def sim_to_sim(onnx_paths: list[str], episodes: int) -> None:
     print(f"({time.perf_counter() - t:.1f} s)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def main(argv: list[str] | None = None) -> None:
+    parser = cli_checks.ArgumentParser(
+        prog="demo.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    positive = cli_checks.positive_int
     parser.add_argument("--quick", action="store_true", help="stages 1-3 only (no training)")
-    parser.add_argument("--batch", type=int, default=64, help="envs in the rollout stage")
+    parser.add_argument("--batch", type=positive, default=64, help="envs in the rollout stage")
     parser.add_argument(
         "--teacher_timesteps",
-        type=int,
+        type=positive,
         default=163_840,
         help="env steps of the FrankaReach teacher",
     )
     parser.add_argument(
-        "--student_iterations", type=int, default=20, help="DAgger iterations of the student"
+        "--student_iterations", type=positive, default=20, help="DAgger iterations of the student"
     )
-    parser.add_argument("--episodes", type=int, default=16, help="sim-to-sim episodes per policy")
+    parser.add_argument(
+        "--episodes", type=positive, default=16, help="sim-to-sim episodes per policy"
+    )
     parser.add_argument("--logdir", default="logs", help="where the run folders go")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not args.quick:
+        try:
+            # Stage 4 writes there only after stages 1-3, minutes in.
+            cli_checks.check_writable_dir(args.logdir, "--logdir")
+        except cli_checks.UsageError as e:
+            cli_checks.exit_usage(parser, e)
     start = time.perf_counter()
     print(
         f"jax {jax.__version__} on {jax.devices()[0].platform}; "

@@ -1,6 +1,6 @@
 """Success rate of a teacher policy file on fresh held-out starts, with a 95% interval.
 
-    python scripts/eval_policy.py params/aloha_s2r_pick_native/policy.pkl --episodes 512
+    python scripts/eval_policy.py params/aloha_s2r_pick_native/policy.safetensors --episodes 512
 
 The env, its config (physics impl included) and domain randomisation come from the policy file's
 run config unless flags override them. Starts and randomised models are drawn from `--seed`, far
@@ -26,9 +26,10 @@ if str(REPO) not in sys.path:
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from playground import registry  # noqa: E402
+from playground import cli_checks, registry  # noqa: E402
 from playground.deploy.export_cli import load_env  # noqa: E402
-from playground.training import evaluate, policy_file  # noqa: E402
+from playground.files import atomic, policy_file  # noqa: E402
+from playground.training import evaluate  # noqa: E402
 from playground.training.ppo import bind_randomizer  # noqa: E402
 
 # Not a trainer seed: training draws from seed and seed + 7, its evaluation from seed + 1,000,003.
@@ -123,9 +124,11 @@ def evaluate_policy(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("policy", type=Path, help="a teacher policy file (policy.pkl)")
-    p.add_argument("--episodes", type=int, default=256)
+    p = cli_checks.ArgumentParser(
+        prog="eval_policy.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("policy", type=Path, help="a teacher policy file (policy.safetensors)")
+    p.add_argument("--episodes", type=cli_checks.positive_int, default=256)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--impl", choices=("jax", "warp", "native"), default=None)
     p.add_argument(
@@ -136,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = p.parse_args(argv)
-    if args.episodes < 1:
-        p.error("--episodes must be at least 1")
     try:
+        if args.json:
+            # Checked now: the result is written only after every episode has run.
+            cli_checks.check_writable_file(args.json, "--json")
         payload = policy_file.read_policy(args.policy)
-    except (FileNotFoundError, policy_file.PolicyFileError) as e:
+    except (FileNotFoundError, policy_file.PolicyFileError, cli_checks.UsageError) as e:
         p.exit(2, f"eval_policy.py: error: {e}\n")
     result = evaluate_policy(
         payload, args.episodes, args.seed, args.impl, args.domain_randomization
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['seconds']:.0f} s with compilation"
     )
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic.write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

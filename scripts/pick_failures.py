@@ -1,6 +1,6 @@
 """Why an AlohaS2RPick policy fails: each failed episode sorted by the block's state at its end.
 
-    python scripts/pick_failures.py params/aloha_s2r_pick_native/policy.pkl --episodes 256
+    python scripts/pick_failures.py params/aloha_s2r_pick_native/policy.safetensors --episodes 256
 
 Runs the same deterministic episodes as `scripts/eval_policy.py` (same `--seed`, same starts and
 randomised models) and prints, for the failures, how many ended
@@ -15,7 +15,6 @@ the last step's physics state with the next episode's start.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from playground.training import policy_file  # noqa: E402
+from playground import cli_checks  # noqa: E402
+from playground.files import policy_file  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_policy import DEFAULT_SEED, run_episodes  # noqa: E402
@@ -86,12 +86,17 @@ def count_outcomes(rec: dict[str, np.ndarray], pos_tol: float, tilt_tol: float) 
 
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("policy", help="policy file (policy.pkl)")
-    parser.add_argument("--episodes", type=int, default=256)
+    parser = cli_checks.ArgumentParser(
+        prog="pick_failures.py", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("policy", help="policy file (policy.safetensors)")
+    parser.add_argument("--episodes", type=cli_checks.positive_int, default=256)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
-    payload = policy_file.read_policy(args.policy, "AlohaS2RPick")
+    try:
+        payload = policy_file.read_policy(args.policy, "AlohaS2RPick")
+    except (FileNotFoundError, policy_file.PolicyFileError) as e:
+        parser.exit(2, f"pick_failures.py: error: {e}\n")
     counts = classify(payload, args.episodes, args.seed)
     width = max(len(k) for k in counts)
     for key, value in counts.items():

@@ -11,7 +11,6 @@ folder and renamed into place when complete, so an interrupted run never leaves 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import functools
@@ -34,7 +33,9 @@ import numpy as np
 import optax
 
 import playground  # noqa: F401  (XLA flags + compilation cache before jax starts)
+from playground import cli_checks
 from playground.data.cifar10 import is_full, load_cifar10
+from playground.files import atomic
 from playground.networks.nature_cnn import CIFAR_SHAPE, CifarClassifier, card_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,15 +195,13 @@ def save_params(params: dict[str, Any], out: Path) -> None:
 
 
 def write_card(card: dict[str, Any], out: Path) -> Path:
-    path = card_path(out.resolve())
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(card_path(out.resolve()), json.dumps(card, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli_checks.ArgumentParser(
+        prog="pretrain_nature_cnn.py", description=__doc__.split("\n")[0]
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -213,23 +212,48 @@ def main(argv: list[str] | None = None) -> int:
     # Defaults picked on a 1000-image validation split held out of the subset's training images
     # (never the test images): with 5k images the net overfits, so strong decoupled weight decay
     # and label smoothing win; 100 epochs take about 2 minutes on 2 CPU cores.
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    parser.add_argument("--epochs", type=cli_checks.positive_int, default=100)
+    parser.add_argument("--batch-size", type=cli_checks.positive_int, default=128)
     parser.add_argument(
-        "--weight-decay", type=float, default=1.0, help="AdamW decoupled weight decay"
+        "--lr", type=cli_checks.positive_float, default=2e-3, help="peak learning rate (AdamW)"
     )
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--features", type=int, default=512, help="NatureCNN feature size")
+    parser.add_argument(
+        "--weight-decay",
+        type=cli_checks.nonnegative_float,
+        default=1.0,
+        help="AdamW decoupled weight decay",
+    )
+    parser.add_argument("--label-smoothing", type=cli_checks.probability, default=0.1)
+    parser.add_argument(
+        "--features", type=cli_checks.positive_int, default=512, help="NatureCNN feature size"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="params folder; the card is <out>.json"
     )
     args = parser.parse_args(argv)
-
-    x_train, y_train, x_test, y_test, description = load_cifar10(args.data)
-    if x_train.shape[1:] != CIFAR_SHAPE:
-        raise ValueError(f"expected {CIFAR_SHAPE} images, got {x_train.shape[1:]}")
+    out = args.out.expanduser().resolve()
+    try:
+        # The params and the card are written only after training, minutes later.
+        if out.exists() and not out.is_dir():
+            raise cli_checks.UsageError(f"--out {out} is a file, not a params folder.")
+        # An existing folder is replaced by a rename in its parent, so the parent must be writable.
+        cli_checks.check_writable_dir(out.parent if out.exists() else out, "--out")
+        if not Path(args.data).expanduser().exists():
+            raise cli_checks.UsageError(f"--data {args.data} does not exist.")
+        # The loader's errors name the file and what is wrong with it.
+        x_train, y_train, x_test, y_test, description = load_cifar10(args.data)
+        if x_train.shape[1:] != CIFAR_SHAPE:
+            raise cli_checks.UsageError(
+                f"--data {args.data}: expected {CIFAR_SHAPE} images, got {x_train.shape[1:]}"
+            )
+        if args.batch_size > len(x_train):
+            raise cli_checks.UsageError(
+                f"--batch-size {args.batch_size} is larger than the {len(x_train)} training "
+                f"images of --data {args.data}."
+            )
+    except (FileNotFoundError, ValueError) as e:
+        cli_checks.exit_usage(parser, e)
     print(f"data: {description}")
     result = train(
         x_train,
@@ -257,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
             f"the test accuracy is on {len(x_test)} of the 10000 test images. Re-run with "
             "--data pointing at the full cifar-10-python.tar.gz for the full-data encoder."
         )
-    out = args.out.expanduser().resolve()
     save_params(result.params, out)
     card = {
         "model": "playground.networks.nature_cnn.CifarClassifier (encoder: NatureCNN)",

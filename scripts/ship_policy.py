@@ -8,8 +8,9 @@ library versions, env steps, the held-out success rate and the learning curve, a
 run folder (config.json, final.json, metrics.jsonl). The wall time comes from the caller because a
 resumed run spans several processes and only the caller timed all of them; the summed epoch times
 from metrics.jsonl are in the card beside it as a cross-check. `--policy best` ships the run's
-best_policy.pkl (the best of the trainer's held-out evaluations, whose seeds differ from those of
-scripts/eval_policy.py) instead of the final policy.pkl.
+best_policy.safetensors (the best of the trainer's held-out evaluations, whose seeds differ from
+those of scripts/eval_policy.py) instead of the final policy.safetensors. The file is validated by
+the safetensors reader before it is copied (a legacy .pkl is refused).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,32 +27,25 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from playground.training import policy_file  # noqa: E402
+from playground import cli_checks, runtime  # noqa: E402
+from playground.files import atomic, policy_file  # noqa: E402
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: is {path.parent} a finished teacher run folder?")
+        raise cli_checks.UsageError(
+            f"{path} is missing: is {path.parent} a finished teacher run folder?"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise SystemExit(f"{path} is not valid JSON: {e}") from e
+        raise cli_checks.UsageError(f"{path} is not valid JSON: {e}") from None
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: the run logged no evaluation.")
+        raise cli_checks.UsageError(f"{path} is missing: the run logged no evaluation.")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict[str, str]:
@@ -91,7 +84,7 @@ def make_card(
         "commands": ["python " + config["command"], *extra_commands],
         "machine": {
             "device": final["device"],
-            "cpu": _cpu_name(),
+            "cpu": runtime.cpu_description(),
             "cpus_available": len(os.sched_getaffinity(0)),
             "versions": _versions(),
         },
@@ -113,11 +106,22 @@ def make_card(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = cli_checks.ArgumentParser(
+        prog="ship_policy.py",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("run_dir", type=Path, help="a finished teacher run folder")
-    p.add_argument("--name", required=True, help="params/<name>/policy.pkl and params/<name>.json")
+    p.add_argument(
+        "--name", required=True, help="params/<name>/policy.safetensors and params/<name>.json"
+    )
     p.add_argument("--params_dir", type=Path, default=REPO / "params")
-    p.add_argument("--wall_seconds", type=float, default=None, help="measured by the caller")
+    p.add_argument(
+        "--wall_seconds",
+        type=cli_checks.positive_float,
+        default=None,
+        help="measured by the caller",
+    )
     p.add_argument("--wall_note", default="", help="how the wall time was measured")
     p.add_argument(
         "--eval_json",
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "--policy",
         choices=("final", "best"),
         default="final",
-        help="the run's final policy.pkl, or best_policy.pkl (best held-out evaluation)",
+        help="the run's final policy.safetensors, or best_policy.safetensors (best held-out "
+        "evaluation)",
     )
     p.add_argument(
         "--extra_command",
@@ -140,8 +145,25 @@ def main(argv: list[str] | None = None) -> int:
         help="further commands of the run (a resume), in order",
     )
     args = p.parse_args(argv)
+    try:
+        return _ship(args)
+    except (FileNotFoundError, policy_file.PolicyFileError, cli_checks.UsageError) as e:
+        cli_checks.exit_usage(p, e)
 
-    src = args.run_dir / ("best_policy.pkl" if args.policy == "best" else "policy.pkl")
+
+def _ship(args: argparse.Namespace) -> int:
+    if not args.run_dir.is_dir():
+        raise cli_checks.UsageError(f"run_dir {args.run_dir} is not a folder (a teacher run).")
+    for path in args.eval_json:
+        if not path.is_file():
+            raise cli_checks.UsageError(f"--eval_json {path} does not exist.")
+    # Both outputs are checked before either is written, so a failure leaves no half shipment.
+    cli_checks.check_writable_dir(args.params_dir / args.name, "--params_dir/--name")
+    cli_checks.check_writable_file(args.params_dir / f"{args.name}.json", "--params_dir/--name")
+    name = policy_file.BEST_POLICY_FILE if args.policy == "best" else policy_file.POLICY_FILE
+    src = args.run_dir / name
+    if not src.is_file() and src.with_suffix(".pkl").is_file():
+        src = src.with_suffix(".pkl")  # refused below, with the conversion command
     payload = policy_file.read_policy(src)  # validates the file before it is shipped
     card = make_card(args.run_dir, args.wall_seconds, args.wall_note, args.extra_command)
     card["selected"] = args.policy
@@ -156,18 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     card["independent_evaluations"] = [_read_json(path) for path in args.eval_json]
     card["note"] = args.note
     if payload["env_name"] != card["env_name"]:
-        raise SystemExit(f"{src} is a {payload['env_name']} policy, the run is {card['env_name']}")
+        raise cli_checks.UsageError(
+            f"{src} is a {payload['env_name']} policy, the run is {card['env_name']}"
+        )
     out_dir = args.params_dir / args.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, out_dir / "policy.pkl")
-    shipped = (out_dir / "policy.pkl").resolve()
+    shipped = atomic.write_bytes(out_dir / policy_file.POLICY_FILE, src.read_bytes()).resolve()
     # Relative to the repository when shipped into it, so the card reads the same on any clone.
     card["policy"] = str(shipped.relative_to(REPO) if shipped.is_relative_to(REPO) else shipped)
     card_path = args.params_dir / f"{args.name}.json"
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    atomic.write_text(card_path, json.dumps(card, indent=2) + "\n")
     print(
         f"{card['env_name']}: {card['success_rate']:.0%} held-out success after "
-        f"{card['env_steps']:,} env steps -> {out_dir / 'policy.pkl'}, card {card_path}"
+        f"{card['env_steps']:,} env steps -> {shipped}, card {card_path}"
     )
     return 0
 

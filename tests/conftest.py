@@ -233,8 +233,8 @@ def exported(reach_run, tiny_dagger_run, tmp_path_factory) -> dict:
 
     out = {}
     for kind, source in (
-        ("teacher", reach_run[0] / "policy.pkl"),
-        ("student", tiny_dagger_run[0] / "student.pkl"),
+        ("teacher", reach_run[0] / "policy.safetensors"),
+        ("student", tiny_dagger_run[0] / "student.safetensors"),
     ):
         out_dir = tmp_path_factory.mktemp(kind)
         (result,) = export_cli.main(

@@ -1,7 +1,5 @@
 """AlohaS2RPegInsertion: lifted start, success geometry, drop, and the policy-driven phase 1."""
 
-import pickle
-
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -10,7 +8,7 @@ import pytest
 from mujoco import mjx
 
 from playground import registry
-from playground.training import policy_file
+from playground.files import policy_file
 
 from .conftest import rotation_angle_deg, set_free_body
 
@@ -174,7 +172,7 @@ def _random_pick_policy(path, seed=0):
 # CI budget (31 s, the suite's 20-minute limit): slow; pytest --slow runs it.
 @pytest.mark.slow
 def test_policy_phase1_drives_arms_until_switch(tmp_path):
-    path = _random_pick_policy(tmp_path / "pick.policy")
+    path = _random_pick_policy(tmp_path / "pick.safetensors")
     env = registry.load(
         "AlohaS2RPegInsertion", config_overrides={"phase1": "policy", "pick_policy_path": str(path)}
     )
@@ -206,22 +204,27 @@ def test_phase1_config_errors(tmp_path):
         registry.load("AlohaS2RPegInsertion", config_overrides={"phase1": "policy"})
     with pytest.raises(ValueError, match="phase1 must be one of"):
         registry.load("AlohaS2RPegInsertion", config_overrides={"phase1": "scripted_magic"})
-    missing = tmp_path / "nope.policy"
-    with pytest.raises(FileNotFoundError, match="nope.policy"):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         registry.load(
             "AlohaS2RPegInsertion",
             config_overrides={"phase1": "policy", "pick_policy_path": str(missing)},
         )
-    corrupt = tmp_path / "corrupt.policy"
-    corrupt.write_bytes(b"\x80\x04not a pickle")
-    with pytest.raises(policy_file.PolicyFileError, match="corrupt.policy"):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 8 + b"not a header")
+    with pytest.raises(policy_file.PolicyFileError, match="corrupt.safetensors' is corrupt"):
         registry.load(
             "AlohaS2RPegInsertion",
             config_overrides={"phase1": "policy", "pick_policy_path": str(corrupt)},
         )
-    wrong = tmp_path / "wrong.policy"
-    wrong.write_bytes(
-        pickle.dumps({"format": policy_file.FORMAT, "env_name": "AlohaS2RPegInsertion"})
+    wrong = policy_file.save_policy(
+        tmp_path / "wrong.safetensors",
+        env_name="AlohaS2RPegInsertion",
+        params=((), (), ()),
+        observation_size={"state": (98,)},
+        action_size=14,
+        policy_hidden_layer_sizes=(4,),
+        value_hidden_layer_sizes=(4,),
     )
     with pytest.raises(policy_file.PolicyFileError, match="not 'AlohaS2RPick'"):
         registry.load(

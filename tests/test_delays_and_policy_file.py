@@ -1,6 +1,6 @@
-"""Delay buffers and noise (shared with the robot side later) and the policy params file."""
+"""Delay buffers and noise (shared with the robot side later) and the policy params file.
 
-import pickle
+tests/test_safe_files.py covers what the policy files refuse (pickles, crafted files)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from playground.envs import delays
-from playground.training import policy_file
+from playground.files import policy_file
 
 
 def test_skewed_pmf():
@@ -47,7 +47,7 @@ def test_uniform_noise_bounds_and_seed():
 def test_policy_file_round_trip_and_errors(tmp_path):
     params = ({"mean": np.zeros(3)}, {"w": np.arange(6.0).reshape(2, 3)}, {"v": np.ones(2)})
     path = policy_file.save_policy(
-        tmp_path / "p.policy",
+        tmp_path / "p.safetensors",
         env_name="AlohaS2RPick",
         params=params,
         observation_size={"state": (3,), "privileged_state": (5,)},
@@ -63,10 +63,8 @@ def test_policy_file_round_trip_and_errors(tmp_path):
     assert payload["extra"] == {"num_timesteps": 10}
     with pytest.raises(policy_file.PolicyFileError, match="trained on 'AlohaS2RPick'"):
         policy_file.read_policy(path, env_name="AlohaS2RPegInsertion")
-    other = tmp_path / "other.pkl"
-    other.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(policy_file.PolicyFileError, match="other.pkl.*format"):
-        policy_file.read_policy(other)
+    with pytest.raises(policy_file.PolicyFileError, match="p.safetensors.*format.*pixel-student"):
+        policy_file.read_student(path)  # a teacher is not a student
     with pytest.raises(ValueError, match="activation"):
         policy_file.save_policy(
             tmp_path / "x", env_name="e", params=params, observation_size={}, action_size=1,

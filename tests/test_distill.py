@@ -4,14 +4,14 @@ outputs, resume, and clear errors for a missing or mismatched teacher."""
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from playground.training import checkpoint, distill, policy_file
+from playground.files import policy_file
+from playground.training import checkpoint, distill
 from tests.conftest import TINY_STEPS
 
 # The learning test: FrankaReachStereo through both stereo cameras at 48x48, the README's command.
@@ -104,8 +104,8 @@ def test_resume_continues_from_the_checkpoint(tiny_dagger_run):
 
 def test_missing_teacher_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        distill.main([*ENV_FLAGS, "--teacher", str(tmp_path / "nope.pkl")])
-    assert "nope.pkl' does not exist" in capsys.readouterr().err
+        distill.main([*ENV_FLAGS, "--teacher", str(tmp_path / "nope.safetensors")])
+    assert "nope.safetensors' does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         distill.main([*ENV_FLAGS, "--logdir", str(tmp_path)])
     err = capsys.readouterr().err
@@ -113,11 +113,11 @@ def test_missing_teacher_is_a_clear_error(tmp_path, capsys):
 
 
 def test_mismatched_or_corrupt_teacher_is_a_clear_error(tmp_path, capsys):
-    lift = tmp_path / "lift.pkl"
+    lift = tmp_path / "lift.safetensors"
     policy_file.save_policy(
         lift,
         env_name="FrankaLift",
-        params=(),
+        params=((), (), ()),
         observation_size={"state": (60,), "privileged_state": (70,)},
         action_size=7,
         policy_hidden_layer_sizes=(8,),
@@ -127,16 +127,16 @@ def test_mismatched_or_corrupt_teacher_is_a_clear_error(tmp_path, capsys):
         distill.main([*ENV_FLAGS, "--teacher", str(lift)])
     err = capsys.readouterr().err
     assert "trained on 'FrankaLift'" in err and "distils a 'FrankaReach' teacher" in err
-    corrupt = tmp_path / "corrupt.pkl"
-    corrupt.write_bytes(pickle.dumps({"format": "something else"})[:-3])
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(lift.read_bytes()[:-3])
     with pytest.raises(SystemExit):
         distill.main([*ENV_FLAGS, "--teacher", str(corrupt)])
-    assert "corrupt.pkl' is corrupt" in capsys.readouterr().err
+    assert "corrupt.safetensors' is corrupt" in capsys.readouterr().err
 
 
 def test_bad_task_and_resume_flags_are_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        distill.main(["--env-name", "FrankaReach", "--teacher", "x.pkl"])
+        distill.main(["--env-name", "FrankaReach", "--teacher", "x.safetensors"])
     assert "has no cameras" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         distill.main(["--env-name", "FrankaRech"])

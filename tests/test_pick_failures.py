@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from playground.training import policy_file
+from playground.files import policy_file
 
 from .conftest import load_script
 
@@ -48,7 +48,7 @@ def test_count_outcomes_sorts_each_kind_of_episode():
 @pytest.mark.slow
 def test_shipped_teacher_failures_add_up_to_eval_policy_result():
     payload = policy_file.read_policy(
-        REPO / "params" / "aloha_s2r_pick_native" / "policy.pkl", "AlohaS2RPick"
+        REPO / "params" / "aloha_s2r_pick_native" / "policy.safetensors", "AlohaS2RPick"
     )
     counts = load_script("pick_failures").classify(payload, 16)
     result = load_script("eval_policy").evaluate_policy(payload, 16)

@@ -21,8 +21,17 @@ def test_merge_xla_flags_keeps_user_values():
 
 
 def test_import_sets_cpu_flag_and_cache():
-    assert "--xla_cpu_use_fusion_emitters" in os.environ.get("XLA_FLAGS", "")
+    for flag in runtime.cpu_xla_flags():
+        assert flag.split("=", 1)[0] in os.environ.get("XLA_FLAGS", "")
     assert jax.config.jax_compilation_cache_dir
+
+
+def test_fusion_emitter_flag_only_for_jaxlib_that_knows_it(monkeypatch):
+    from importlib import metadata
+
+    for version, expected in (("0.10.2", True), ("0.11.0", False), ("0.12.0rc1", False)):
+        monkeypatch.setattr(metadata, "version", lambda name, v=version: v)
+        assert bool(runtime.cpu_xla_flags()) is expected, version
 
 
 def test_device_put_replicated_matches_removed_api():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from playground import registry
-from playground.training import policy_file
+from playground.files import policy_file
 
 from .conftest import load_script
 
@@ -56,20 +56,34 @@ def test_pick_card_matches_its_policy_file():
     }
 
 
+def _evaluated_cards() -> list[Path]:
+    """Every card in params/ with a headline evaluation of its policy."""
+    cards = sorted((REPO / "params").glob("*.json"))
+    return [p for p in cards if json.loads(p.read_text()).get("independent_evaluations")]
+
+
+def test_every_policy_card_is_checked():
+    assert PICK.with_name(PICK.name + ".json") in _evaluated_cards()
+
+
 @pytest.mark.slow
-def test_pick_card_success_reproduces():
-    """The card's headline evaluation (1024 fresh randomised starts, native physics) re-run."""
-    card, payload = _shipped(PICK)
+@pytest.mark.parametrize("card_path", _evaluated_cards(), ids=lambda p: p.stem)
+def test_card_headline_evaluation_lands_in_its_interval(card_path):
+    """Each card's headline evaluation re-run lands inside the card's 95% interval.
+
+    Exact on the machine that wrote the card; another processor's float rounding flips a few of
+    the episodes (docs/results.md has a re-evaluation on an AMD EPYC), which the interval covers.
+    """
+    card, payload = _shipped(card_path.with_suffix(""))
     headline = card["independent_evaluations"][0]
     result = load_script("eval_policy").evaluate_policy(
         payload, headline["episodes"], headline["seed"]
     )
-    # Exact on the machine that wrote the card; another CPU's float rounding may flip a few
-    # of the 1024 episodes.
-    assert abs(result["success_rate"] - headline["success_rate"]) <= 0.01, result
+    lo, hi = headline["success_95ci"]
+    assert lo <= result["success_rate"] <= hi, (result, headline)
 
 
-def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path):
+def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path, capsys):
     ship = load_script("ship_policy")
     run_dir, summary = reach_run
     out = tmp_path / "params"
@@ -81,23 +95,25 @@ def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path):
     assert card["wall_seconds"] == 12.5
     assert card["commands"][0].startswith("python learning/train_jax_ppo.py")
     assert len(card["epoch_seconds"]) == len(card["learning_curve"]) - 1  # + the step-0 eval
-    shipped = policy_file.read_policy(out / "reach" / "policy.pkl", "FrankaReach")
-    original = policy_file.read_policy(run_dir / "policy.pkl")
+    shipped = policy_file.read_policy(out / "reach" / "policy.safetensors", "FrankaReach")
+    original = policy_file.read_policy(run_dir / "policy.safetensors")
     jax.tree.map(
         lambda a, b: np.testing.assert_array_equal(a, b), shipped["params"], original["params"]
     )
-    # --policy best ships best_policy.pkl, with the env steps and success of that evaluation.
+    # --policy best ships best_policy.safetensors, with the env steps and success of that
+    # evaluation.
     ship.main([str(run_dir), "--name", "best", "--params_dir", str(out), "--policy", "best"])
     best_card = json.loads((out / "best.json").read_text())
-    best = policy_file.read_policy(run_dir / "best_policy.pkl", "FrankaReach")
+    best = policy_file.read_policy(run_dir / "best_policy.safetensors", "FrankaReach")
     assert best_card["selected"] == "best" and best_card["run_env_steps"] == summary["env_steps"]
     assert best_card["env_steps"] == summary["best_env_steps"] == best["extra"]["env_steps"]
     assert best_card["success_rate"] == summary["best_success_rate"]
-    shipped_best = policy_file.read_policy(out / "best" / "policy.pkl", "FrankaReach")
+    shipped_best = policy_file.read_policy(out / "best" / "policy.safetensors", "FrankaReach")
     jax.tree.map(
         lambda a, b: np.testing.assert_array_equal(a, b), shipped_best["params"], best["params"]
     )
     # A folder that is not a finished run is refused with the missing file's name.
     (tmp_path / "empty").mkdir()
-    with pytest.raises((SystemExit, FileNotFoundError), match="policy.pkl"):
+    with pytest.raises(SystemExit):
         ship.main([str(tmp_path / "empty"), "--name", "x", "--params_dir", str(out)])
+    assert "policy.safetensors' does not exist" in capsys.readouterr().err

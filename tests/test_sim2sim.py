@@ -16,8 +16,10 @@ from playground.deploy import runner, sim2sim
 from playground.deploy.obs_builder import DeployError, ObservationBuilder, joint_addresses
 from playground.deploy.onnx_policy import OnnxPolicy
 from playground.deploy.robot import Reading
+from playground.deploy.safety import SafetyLayer
 from playground.deploy.sim_robot import SimRobot
 from playground.envs import delays
+from tests.test_runner_faults import tiny_onnx
 
 # Without simulated delays and noise, the env's observation is the clean one a robot builds.
 EXACT = {
@@ -121,6 +123,125 @@ def test_sim_robot_starts_where_the_env_resets(exact_reach):
     with pytest.raises(ValueError, match="finite targets"):
         robot.send(np.full(env.mj_model.nu, np.nan))
     robot.close()
+
+
+def test_sim_robot_holds_its_measured_position_and_stops(exact_reach):
+    env = exact_reach
+    robot = SimRobot(env, latency=True)
+    try:
+        robot.start_episode(jax.random.PRNGKey(5))
+        nu = env.mj_model.nu
+        robot.send(robot.held_targets + 0.05)  # moving: the joints lag their targets
+        m = robot.model
+        joints = robot.data.qpos[m.jnt_qposadr[m.actuator_trnid[:, 0]]].copy()
+        held = robot.hold()
+        np.testing.assert_array_equal(held, joints)  # every Franka actuator drives one joint
+        np.testing.assert_array_equal(robot.held_targets, held)
+        assert np.all(robot._sent == held)  # commands in the latency buffer are dropped
+        robot.stop()
+        with pytest.raises(RuntimeError, match="after stop"):
+            robot.send(held)
+        assert held.shape == (nu,)
+        robot.start_episode(jax.random.PRNGKey(6))  # the operator's restart
+        robot.send(robot.held_targets)
+    finally:
+        robot.close()
+
+
+def test_an_invalid_action_never_enters_the_servo_memory(exact_reach):
+    """One NaN action froze FrankaReach's servo for the rest of an episode."""
+    env = exact_reach
+    builder = ObservationBuilder(env)
+    state = jax.jit(env.reset)(jax.random.PRNGKey(2))
+    reading = reading_of(env, state.data)
+    builder.start(reading, env.robot_task(state.info), np.asarray(state.data.ctrl))
+    builder.observe(reading)
+    memory = {k: np.asarray(v) for k, v in builder.memory.items()}
+    for bad in (np.array([np.nan, 0.0, 0.0]), np.full(3, np.inf), np.zeros(2), [10**400] * 3):
+        with pytest.raises(DeployError, match="before the servo"):
+            builder.command(bad)
+    # The task's hook itself, given NaN: the targets held, the memory as it was.
+    qpos, qvel = reading.qpos.astype(np.float32), reading.qvel.astype(np.float32)
+    ctrl, after = builder._command(qpos, qvel, builder._ctrl, builder.memory, jnp.full(3, jnp.nan))
+    np.testing.assert_array_equal(np.asarray(ctrl), np.asarray(builder._ctrl))
+    for k, v in memory.items():
+        np.testing.assert_array_equal(np.asarray(after[k]), v)
+    # A command that is not sent (held instead) leaves the memory too; a sent one moves it.
+    targets = builder.command(np.array([1.0, 0.0, 0.0]))
+    builder.held(np.asarray(state.data.ctrl))
+    np.testing.assert_array_equal(np.asarray(builder.memory["last_action"]), memory["last_action"])
+    builder.command(np.array([1.0, 0.0, 0.0]))
+    builder.sent(targets)
+    np.testing.assert_array_equal(np.asarray(builder.memory["last_action"]), [1.0, 0.0, 0.0])
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+def test_runner_survives_faults_on_the_sim_robot(exact_reach):
+    """A policy that gives NaN, raises and stalls between good steps on the native-MuJoCo robot:
+    each fault held and counted, the servo not frozen by the NaN, the stall caught although
+    simulated time stood still, no exception."""
+    env = exact_reach
+    clock = WallClock()
+    calls = []
+
+    def policy(obs):
+        calls.append(len(calls))
+        i = len(calls)
+        if i == 2:
+            return np.array([np.nan, 0.0, 0.0])
+        if i == 4:
+            raise RuntimeError("onnxruntime failed")
+        if i == 6:
+            clock.advance(0.3)  # longer than the watchdog, in wall time only
+        clock.advance(0.001)
+        return np.array([0.0, 0.0, -1.0])
+
+    policy.inputs = ("state",)
+    robot = SimRobot(env, latency=False)
+    builder = ObservationBuilder(env)
+    safety = SafetyLayer(runner.safety_limits(robot, env, 0.25))
+    try:
+        task = robot.start_episode(jax.random.PRNGKey(4))
+        log = runner.run_episode(
+            robot, builder, policy, safety, task, 10, clock=clock, sleep=clock.advance
+        )
+    finally:
+        robot.close()
+    assert log.faults == {"policy": 2, "watchdog": 1}, log.fault_log
+    assert not log.stopped and log.steps == 10 and log.sent == 7
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in builder.memory.values())
+    np.testing.assert_array_equal(np.asarray(builder.memory["last_action"]), [0, 0, -1])
+
+
+def test_sim2sim_stops_a_nan_policy_and_reports_it(tmp_path, capsys):
+    """scripts/sim2sim.py with an ONNX policy that only gives NaN: every episode is held, then
+    stopped after --max-faults faults; the run ends with its summary, not a traceback."""
+    path = tiny_onnx(
+        tmp_path / "nan.onnx",
+        [0.0, np.nan, 0.0],
+        inputs=33,
+        metadata={"s2r/env_name": "FrankaReach", "s2r/kind": "teacher"},
+    )
+    summary = sim2sim.main(
+        ["--onnx", str(path), "--episodes", "2", "--steps", "10", "--no-mjx", "--max-faults", "2"]
+    )
+    assert summary["faults"] == {"policy": 4} and summary["stopped_episodes"] == 2
+    assert summary["interventions"] == {}
+    assert "2 episode(s) stopped after 2 in a row" in capsys.readouterr().out
+    for bad in (["--max-faults", "0"], ["--watchdog_s", "-1"], ["--watchdog_s", "nan"]):
+        with pytest.raises(SystemExit) as e:
+            sim2sim.main(["--onnx", str(path), *bad])
+        assert e.value.code == 2
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from playground import registry
-from playground.training import checkpoint, policy_file, teacher
+from playground.files import policy_file
+from playground.training import checkpoint, teacher
 from playground.training.ppo import PPOTrainer
 from playground.training.ppo_params import ppo_config
 from tests.conftest import REACH_FLAGS
@@ -67,10 +68,10 @@ def test_run_folder_has_every_output(reach_run):
     state = env.reset(jax.random.PRNGKey(3))
     action = policy(state.obs, jax.random.PRNGKey(0))
     assert action.shape == (3,) and payload["extra"]["env_steps"] == 163840
-    # best_policy.pkl: the policy of the best held-out evaluation after training began, the
-    # latest on a tie.
+    # best_policy.safetensors: the policy of the best held-out evaluation after training began,
+    # the latest on a tie.
     evals = {r["step"]: r["eval/success_rate"] for r in _metrics(run_dir) if r["step"] > 0}
-    best = policy_file.read_policy(run_dir / "best_policy.pkl", "FrankaReach")["extra"]
+    best = policy_file.read_policy(run_dir / "best_policy.safetensors", "FrankaReach")["extra"]
     top = max(evals.values())
     assert best["held_out_success_rate"] == top
     assert best["env_steps"] == max(s for s, v in evals.items() if v == top)
@@ -170,16 +171,17 @@ def test_resume_and_checkpoint_errors_name_the_file(tmp_path, reach_run, capsys)
         teacher.main(["--load_checkpoint_path", str(tmp_path / "missing")])
     assert str(tmp_path / "missing") in capsys.readouterr().err
 
+    # Every checkpoint corrupt (with one left, resume falls back to it: test_safe_files).
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
     latest = broken / "checkpoints" / "163840" / "state"
-    for f in latest.rglob("*"):
+    for f in (broken / "checkpoints").rglob("state/**/*"):
         if f.is_file():
             f.write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit):
         teacher.main(["--load_checkpoint_path", str(broken), "--noprogress"])
     err = capsys.readouterr().err
-    assert str(latest) in err and "corrupt" in err
+    assert str(latest) in err and "corrupt" in err and "older checkpoint(s) failed too" in err
 
     with pytest.raises(SystemExit):
         teacher.main(["--load_checkpoint_path", str(run_dir / "checkpoints" / "81920")])

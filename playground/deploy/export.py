@@ -1,7 +1,7 @@
 """Policies to ONNX with jax2onnx: teachers (state MLP) and pixel students, one file each.
 
-    model = export.teacher_to_onnx(policy_file.read_policy("run/policy.pkl"))
-    model = export.student_to_onnx(policy_file.read_student("run/student.pkl"))
+    model = export.teacher_to_onnx(policy_file.read_policy("run/policy.safetensors"))
+    model = export.student_to_onnx(policy_file.read_student("run/student.safetensors"))
     export.check_parity(model, jax_fn, observations)   # raises ParityError past the tolerance
     export.save(model, "policy.onnx", metadata)
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import onnx
+
+from playground.files import atomic
 
 PARITY_TOL = 1e-5
 ACTION_OUTPUT = "action"
@@ -38,7 +39,7 @@ class ParityError(RuntimeError):
 
 def teacher_forward(payload: Mapping[str, Any]) -> Callable[[jax.Array], jax.Array]:
     """`fn(state [B, n]) -> action [B, a]` of a teacher policy file's deterministic policy."""
-    from playground.training.policy_file import ppo_networks_of
+    from playground.files.policy_file import ppo_networks_of
 
     net = payload["network"]
     sizes = {k: tuple(v) for k, v in net["observation_size"].items()}
@@ -151,14 +152,5 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, metadata: Mapping[str,
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     onnx.checker.check_model(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp, save_as_external_data=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    # Weights embedded (no external data): the serialised proto is the whole file.
+    return atomic.write_bytes(path, model.SerializeToString())

@@ -1,10 +1,11 @@
 """The command line of experimental/jax2onnx/aloha_nets_to_onnx.py: policy files to ONNX.
 
     python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path logs/FrankaReach-<ts>
-    python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path RUN/student.pkl
+    python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path RUN/student.safetensors
 
-`--checkpoint_path` is a run folder (its `policy.pkl` teacher and/or `student.pkl` student are
-exported) or one of those files. Each policy becomes `<run>/onnx/<teacher|student>.onnx` (or
+`--checkpoint_path` is a run folder (its `policy.safetensors` teacher and/or `student.safetensors`
+student are exported) or one of those files; legacy `.pkl` files are refused (convert them with
+scripts/convert_policy.py). Each policy becomes `<run>/onnx/<teacher|student>.onnx` (or
 `--output_dir`). Before a file is written, the policy drives its own env for a few steps and the
 ONNX actions on those recorded observations must match JAX's to `--tol` (1e-5); otherwise the
 export fails and nothing is written. Metadata in the file: format, kind, task, inputs (names,
@@ -22,38 +23,46 @@ from typing import Any
 import jax
 import numpy as np
 
-from playground import registry
+from playground import cli_checks, registry
 from playground.deploy import export
-from playground.training import policy_file
+from playground.files import policy_file
 from playground.training.run_files import tuples
 
 FORMAT = "s2r-playground/onnx-policy/v1"
-SOURCES = {"teacher": "policy.pkl", "student": "student.pkl"}
+SOURCES = {"teacher": policy_file.POLICY_FILE, "student": policy_file.STUDENT_FILE}
+LEGACY_SOURCES = ("policy.pkl", "student.pkl")
 
 
 def find_sources(path: str | Path) -> dict[str, Path]:
     """kind -> policy file, from a run folder or one file; an error says what was expected."""
     path = Path(path).expanduser().resolve()
     if path.is_file():
-        kind = "student" if path.name == SOURCES["student"] else "teacher"
+        kind = "student" if path.name.startswith("student") else "teacher"
         return {kind: path}
     if not path.is_dir():
         raise FileNotFoundError(f"--checkpoint_path {path} does not exist.")
     found = {k: path / name for k, name in SOURCES.items() if (path / name).is_file()}
     if not found:
+        for name in LEGACY_SOURCES:  # a run from before the safe format: say how to convert
+            if (path / name).is_file():
+                raise policy_file.legacy_error(path / name)
         raise FileNotFoundError(
-            f"No policy in {path}: expected policy.pkl (learning/train_jax_ppo.py) or "
-            "student.pkl (experimental/train_dagger.py)."
+            f"No policy in {path}: expected {SOURCES['teacher']} (learning/train_jax_ppo.py) or "
+            f"{SOURCES['student']} (experimental/train_dagger.py)."
         )
     return found
 
 
 def load_payload(kind: str, path: Path) -> dict[str, Any]:
+    """The teacher or student file at `path` (safetensors only: a pickle is refused)."""
     return policy_file.read_student(path) if kind == "student" else policy_file.read_policy(path)
 
 
 def load_env(name: str, saved_config: dict[str, Any] | None):
-    """Task `name` with a config saved as JSON (a run's, an ONNX file's) over its defaults."""
+    """Task `name` with a config saved as JSON (a run's, an ONNX file's) over its defaults.
+
+    A policy file the config names (AlohaS2RPegInsertion's `pick_policy_path`) is read by the
+    safetensors reader like any other, so a config cannot lead to a pickle being loaded."""
     config = registry.get_default_config(name)
     if saved_config:
         config.update(tuples(saved_config))
@@ -138,16 +147,28 @@ def export_one(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli_checks.ArgumentParser(
         prog="aloha_nets_to_onnx.py",
         description="Export trained teacher and student policies to ONNX (jax2onnx).",
         allow_abbrev=False,
     )
     p.add_argument("--checkpoint_path", "--checkpoint-path", required=True, dest="path")
     p.add_argument("--output_dir", "--output-dir", default=None, help="default: <run>/onnx")
-    p.add_argument("--parity_envs", type=int, default=4, help="envs recorded for the parity check")
-    p.add_argument("--parity_steps", type=int, default=16, help="steps recorded per env")
-    p.add_argument("--tol", type=float, default=export.PARITY_TOL, help="parity tolerance")
+    p.add_argument(
+        "--parity_envs",
+        type=cli_checks.positive_int,
+        default=4,
+        help="envs recorded for the parity check",
+    )
+    p.add_argument(
+        "--parity_steps", type=cli_checks.positive_int, default=16, help="steps recorded per env"
+    )
+    p.add_argument(
+        "--tol",
+        type=cli_checks.nonnegative_float,
+        default=export.PARITY_TOL,
+        help="parity tolerance",
+    )
     return p
 
 
@@ -156,9 +177,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     try:
         sources = find_sources(args.path)
+        out_dirs = {
+            kind: Path(args.output_dir) if args.output_dir else source.parent / "onnx"
+            for kind, source in sources.items()
+        }
+        # Before the parity rollouts, which take a minute, and before the first file is written.
+        for out_dir in set(out_dirs.values()):
+            flag = "--output_dir" if args.output_dir else "the default --output_dir"
+            cli_checks.check_writable_dir(out_dir, flag)
         results = []
         for kind, source in sources.items():
-            out_dir = Path(args.output_dir) if args.output_dir else source.parent / "onnx"
+            out_dir = out_dirs[kind]
             result = export_one(
                 kind, source, out_dir, args.parity_envs, args.parity_steps, args.tol
             )
@@ -168,9 +197,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
             results.append(result)
         return results
-    except (FileNotFoundError, policy_file.PolicyFileError, export.ParityError, KeyError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        parser.exit(2, f"aloha_nets_to_onnx.py: error: {message}\n")
+    except (
+        FileNotFoundError,
+        policy_file.PolicyFileError,
+        export.ParityError,
+        KeyError,
+        cli_checks.UsageError,
+    ) as e:
+        cli_checks.exit_usage(parser, e)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 from mujoco import mjx
 
 from playground.deploy.robot import Reading
+from playground.deploy.safety import finite_vector
 
 _SINGLE_DOF = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 HOOKS = ("robot_task", "robot_memory", "robot_observation", "robot_command", "robot_success")
@@ -60,6 +61,25 @@ def joint_addresses(m: mujoco.MjModel, names: tuple[str, ...]) -> tuple[np.ndarr
         if int(m.jnt_type[j.id]) not in _SINGLE_DOF:
             raise DeployError(f"Robot joint {j.name!r} is not a hinge or slide joint.")
     return np.array([j.qposadr[0] for j in joints]), np.array([j.dofadr[0] for j in joints])
+
+
+def check_reading(reading: Any, joint_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(qpos, qvel) float32 `[n]` of a reading, or a DeployError saying what is wrong with it."""
+    n = len(joint_names)
+    joints = []
+    for field in ("qpos", "qvel"):
+        value, why = finite_vector(getattr(reading, field, None), n)
+        if value is None:
+            raise DeployError(
+                f"Reading's {field} refused ({why}); the task measures {n} joints "
+                f"{list(joint_names)} as finite real numbers."
+            )
+        with np.errstate(over="ignore"):
+            value = value.astype(np.float32)
+        if not np.all(np.isfinite(value)):
+            raise DeployError(f"Reading's {field} has values beyond float32.")
+        joints.append(value)
+    return joints[0], joints[1]
 
 
 def home_data(m: mujoco.MjModel) -> mujoco.MjData:
@@ -111,21 +131,12 @@ class ObservationBuilder:
         self._start, self._observe = jax.jit(start), jax.jit(observe)
         self._command = jax.jit(command)
         self.memory: dict[str, jax.Array] | None = None
+        self._pending: dict[str, jax.Array] | None = None
         self._ctrl = jnp.asarray(self._home_ctrl)
         self._reading: Reading | None = None
 
     def _joints(self, reading: Reading) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self.joint_names)
-        qpos = np.asarray(reading.qpos, np.float32)
-        qvel = np.asarray(reading.qvel, np.float32)
-        if qpos.shape != (n,) or qvel.shape != (n,):
-            raise DeployError(
-                f"Reading has qpos {qpos.shape} and qvel {qvel.shape}; the task measures "
-                f"{n} joints {list(self.joint_names)}."
-            )
-        if not (np.all(np.isfinite(qpos)) and np.all(np.isfinite(qvel))):
-            raise DeployError("Reading has non-finite joint values.")
-        return qpos, qvel
+        return check_reading(reading, self.joint_names)
 
     def start(self, reading: Reading, task: dict[str, Any], targets: np.ndarray | None = None):
         """Begins an episode: `task` holds the operator's inputs (e.g. FrankaReach's target),
@@ -134,6 +145,7 @@ class ObservationBuilder:
         self._ctrl = jnp.asarray(self._home_ctrl if targets is None else targets, jnp.float32)
         task = {k: jnp.asarray(v, jnp.float32) for k, v in task.items()}
         self.memory = self._start(qpos, qvel, self._ctrl, task)
+        self._pending = None
         # Compile the per-step functions now (discarding the results), not inside the first
         # control period.
         self._observe(qpos, qvel, self._ctrl, self.memory)
@@ -153,19 +165,42 @@ class ObservationBuilder:
             obs["depth"] = self._stack(reading, "/depth", np.float32, None)
         return obs
 
-    def command(self, action: np.ndarray) -> np.ndarray:
-        """Actuator targets `[nu]` for the policy's `action` in the state last observed."""
+    def command(self, action: Any) -> np.ndarray:
+        """Actuator targets `[nu]` for the policy's `action` in the state last observed.
+
+        The servo's new memory is kept aside until `sent` says the targets went out: a step
+        that is refused or held leaves the memory as it was. An action that is not a finite
+        real vector of the task's size never reaches the servo (DeployError), and neither do
+        non-finite targets or memory it would return.
+        """
         if self._reading is None:
             raise DeployError("ObservationBuilder.command before observe().")
+        a, why = finite_vector(action, self.env.action_size)
+        if a is None:
+            raise DeployError(f"Action refused before the servo: {why}.")
         qpos, qvel = self._joints(self._reading)
-        ctrl, self.memory = self._command(
-            qpos, qvel, self._ctrl, self.memory, jnp.asarray(action, jnp.float32)
+        ctrl, memory = self._command(
+            qpos, qvel, self._ctrl, self.memory, jnp.asarray(a, jnp.float32)
         )
-        return np.asarray(ctrl)
+        ctrl = np.asarray(ctrl)
+        leaves = jax.tree_util.tree_leaves(memory)
+        if not (np.all(np.isfinite(ctrl)) and all(np.all(np.isfinite(x)) for x in leaves)):
+            raise DeployError("The servo returned non-finite targets or memory; nothing kept.")
+        self._pending = memory
+        return ctrl
 
     def sent(self, targets: np.ndarray) -> None:
-        """Records what the robot was sent (after the safety layer): the next command's base."""
+        """Records what the robot was sent (after the safety layer): the next command's base,
+        and the servo memory of the command it came from."""
         self._ctrl = jnp.asarray(targets, jnp.float32)
+        if self._pending is not None:
+            self.memory, self._pending = self._pending, None
+
+    def held(self, targets: np.ndarray) -> None:
+        """The robot was held at `targets` instead (`Robot.hold`): the next command's base; the
+        servo's memory stays as it was before the step."""
+        self._ctrl = jnp.asarray(targets, jnp.float32)
+        self._pending = None
 
     def _stack(self, reading: Reading, suffix: str, dtype, channels: int | None) -> np.ndarray:
         shape = (*self._image_shape, channels) if channels else self._image_shape

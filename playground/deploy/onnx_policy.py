@@ -6,9 +6,10 @@
 
 Inputs are checked by name, dtype (exactly the exported one: uint8 images stay uint8), shape
 (with or without the batch dimension) and finiteness; a bad input is an `OnnxPolicyError` that
-says which input and why, so a robot never acts on garbage. `metadata` holds what the exporter
-wrote (task, inputs, action scaling, control rate, source hash, parity), `last_latency_s` the
-time of the latest call.
+says which input and why, so a robot never acts on garbage. Outputs are checked too: a float
+`[B, action_size]` (`[action_size]` unbatched) of finite values, else an `OnnxPolicyError` (the
+runner counts it as a policy fault). `metadata` holds what the exporter wrote (task, inputs,
+action scaling, control rate, source hash, parity), `last_latency_s` the time of the latest call.
 """
 
 from __future__ import annotations
@@ -58,12 +59,24 @@ class OnnxPolicy:
             if spec.type not in _ORT_TYPES:
                 raise OnnxPolicyError(f"Input {spec.name!r} has unsupported type {spec.type}.")
             self.inputs[spec.name] = (tuple(spec.shape[1:]), np.dtype(_ORT_TYPES[spec.type]))
-        self.output = self.session.get_outputs()[0].name
+        out = self.session.get_outputs()[0]
+        self.output = out.name
+        if out.type not in ("tensor(float)", "tensor(double)"):
+            raise OnnxPolicyError(f"Output {out.name!r} has type {out.type}; actions are floats.")
+        # With a symbolic last dimension `action_size` refuses to guess, and each call's output
+        # check leaves the size to the caller (the runner checks the task's).
+        last = out.shape[-1] if out.shape else None
+        self._action_size = last if isinstance(last, int) and last > 0 else None
         self.last_latency_s = float("nan")
 
     @property
     def action_size(self) -> int:
-        return int(self.session.get_outputs()[0].shape[-1])
+        if self._action_size is None:
+            out = self.session.get_outputs()[0]
+            raise OnnxPolicyError(
+                f"Output {out.name!r} declares shape {out.shape}: no fixed action size."
+            )
+        return self._action_size
 
     def check(self, obs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
         """(validated feeds with a batch dimension, whether the call was unbatched)."""
@@ -103,4 +116,21 @@ class OnnxPolicy:
         t0 = time.perf_counter()
         (action,) = self.session.run([self.output], feeds)
         self.last_latency_s = time.perf_counter() - t0
+        batch = len(next(iter(feeds.values()))) if feeds else 1
+        action = self.check_output(action, batch)
         return action[0] if unbatched else action
+
+    def check_output(self, action: Any, batch: int) -> np.ndarray:
+        """`action` when it is a finite float `[batch, action_size]`, else an OnnxPolicyError."""
+        action = np.asarray(action)
+        if action.dtype.kind != "f":
+            raise OnnxPolicyError(f"Output {self.output!r} has dtype {action.dtype}, not float.")
+        size = self._action_size
+        if action.ndim != 2 or action.shape[0] != batch or (size and action.shape[1] != size):
+            raise OnnxPolicyError(
+                f"Output {self.output!r} has shape {action.shape}; expected "
+                f"[{batch}, {size or 'action_size'}]."
+            )
+        if not np.all(np.isfinite(action)):
+            raise OnnxPolicyError(f"Output {self.output!r} has non-finite values.")
+        return action

@@ -9,7 +9,8 @@ physics, `mujoco.Renderer` cameras, the task's latency; `--sensor-noise` for noi
 Episodes start from held-out draws of the env's reset distribution. For reference the same ONNX
 policy also drives the MJX env from the same starts (`--no-mjx` skips it). Printed: success rate on
 both, the control loop's latency per step (observation + policy + servo + safety) and the policy's
-own, and the safety layer's interventions. `--json PATH` writes the summary.
+own, the safety layer's interventions, and the runner's faults (counted by kind; an episode with
+`--max-faults` consecutive faults is stopped). `--json PATH` writes the summary.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from playground import cli_checks
+from playground.cli_checks import nonnegative_float, nonnegative_int, positive_float, positive_int
 from playground.deploy import export_cli, runner
 from playground.deploy.obs_builder import DeployError, ObservationBuilder
 from playground.deploy.onnx_policy import OnnxPolicy, OnnxPolicyError
 from playground.deploy.safety import SafetyLayer
 from playground.deploy.sim_robot import SimRobot
+from playground.files.policy_file import PolicyFileError
 from playground.training.run_files import write_json
 
 # Held-out starts: far from the seeds training and the exporter's parity rollouts use.
@@ -45,7 +49,10 @@ def env_for(policy: OnnxPolicy, env_name: str | None):
             "experimental/jax2onnx/aloha_nets_to_onnx.py."
         )
     name = env_name or trained_on
+    # Any policy file this config names is read as safetensors only (PolicyFileError otherwise).
     saved = policy.metadata.get("s2r/env_config") if name == trained_on else None
+    if saved is not None and not isinstance(saved, dict):
+        raise DeployError(f"{policy.path}: s2r/env_config metadata is not a config dict.")
     return export_cli.load_env(name, saved)
 
 
@@ -82,11 +89,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for i in range(args.episodes):
             task = robot.start_episode(keys[i])
-            logs.append(runner.run_episode(robot, builder, policy, safety, task, steps))
+            logs.append(
+                runner.run_episode(
+                    robot, builder, policy, safety, task, steps, max_faults=args.max_faults
+                )
+            )
             successes.append(robot.success(task))
             if args.verbose:
+                log = logs[-1]
                 print(
-                    f"episode {i}: success {successes[-1]}, interventions {logs[-1].interventions}",
+                    f"episode {i}: success {successes[-1]}, interventions {log.interventions}, "
+                    f"faults {log.faults}"
+                    + (f", stopped: {log.stop_reason}" if log.stopped else ""),
                     flush=True,
                 )
     finally:
@@ -108,6 +122,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loop_latency": runner.latency_summary([s for g in logs for s in g.loop_latency_s]),
         "policy_latency": runner.latency_summary([s for g in logs for s in g.policy_latency_s]),
         "interventions": interventions,
+        **runner.fault_summary(logs),
+        "max_faults": args.max_faults,
         "wall_s": wall,
     }
     if args.mjx:
@@ -130,13 +146,15 @@ def report(s: dict[str, Any]) -> str:
         f" max {lat['max_ms']:.2f} ms",
         f"  of which the ONNX policy     : p50 {pol['p50_ms']:.2f} ms, p99 {pol['p99_ms']:.2f} ms",
         f"  safety interventions         : {s['interventions'] or 'none'}",
+        f"  faults (robot held)          : {s['faults'] or 'none'}, "
+        f"{s['stopped_episodes']} episode(s) stopped after {s['max_faults']} in a row",
         f"  wall time (robot included)   : {s['wall_s']:.1f} s",
     ]
     return "\n".join(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli_checks.ArgumentParser(
         prog="sim2sim.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -144,8 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--onnx", required=True, help="an exported policy (.onnx)")
     p.add_argument("--env", default=None, help="the task (default: the one in the file)")
-    p.add_argument("--episodes", type=int, default=32)
-    p.add_argument("--steps", type=int, default=0, help="per episode (default: episode_length)")
+    p.add_argument("--episodes", type=positive_int, default=32)
+    p.add_argument(
+        "--steps", type=nonnegative_int, default=0, help="per episode (0: episode_length)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--no-latency",
@@ -155,12 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sensor-noise",
-        type=float,
+        type=nonnegative_float,
         default=0.0,
         help="joint reading noise as a fraction of the task's obs_noise (1 = the env's policy-"
         "input noise on every joint reading the servo uses; default 0)",
     )
-    p.add_argument("--watchdog_s", type=float, default=0.25)
+    p.add_argument(
+        "--watchdog_s",
+        type=positive_float,
+        default=0.25,
+        help="refuse readings older than this (simulated age plus the loop's wall time)",
+    )
+    p.add_argument(
+        "--max-faults",
+        type=positive_int,
+        default=runner.DEFAULT_MAX_FAULTS,
+        help="consecutive faults (each held) before the robot is stopped",
+    )
     p.add_argument("--no-mjx", dest="mjx", action="store_false", help="skip the MJX reference run")
     p.add_argument("--json", default=None, help="write the summary here")
     p.add_argument(
@@ -176,13 +207,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.getLogger("playground.deploy.safety").setLevel(
         logging.WARNING if args.verbose else logging.ERROR
     )
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
     try:
+        if args.json:
+            # Checked now: the summary is written only after every episode has run.
+            cli_checks.check_writable_file(args.json, "--json")
         summary = run(args)
-    except (FileNotFoundError, OnnxPolicyError, DeployError, KeyError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        parser.exit(2, f"sim2sim.py: error: {message}\n")
+    except (
+        FileNotFoundError,
+        OnnxPolicyError,
+        DeployError,
+        KeyError,
+        PolicyFileError,
+        cli_checks.UsageError,
+    ) as e:
+        cli_checks.exit_usage(parser, e)
     print(report(summary), flush=True)
     if args.json:
         write_json(Path(args.json), summary)

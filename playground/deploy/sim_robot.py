@@ -17,6 +17,10 @@ from a real one, and nothing of the JAX env's state reaches the policy except th
 - Images come from MuJoCo's OpenGL renderer, not from the JAX ray caster the policy was trained
   on: a renderer gap the policy has to bridge, as it has to bridge the real cameras'.
 - `success(task)` is the task's success on the full simulated state (the simulator knows it).
+- Its clock is the simulation's (`simulated_time`): physics advances only in `send`, so the
+  runner adds its own wall-clock time to a reading's age. `hold()` sets every actuator's target
+  to its joint's current position (commands still in the latency buffer are dropped) without
+  stepping; `stop()` holds and refuses `send` until the next `start_episode`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ _OFF = ("mjRND_REFLECTION", "mjRND_SKYBOX", "mjRND_HAZE", "mjRND_FOG")
 
 
 class SimRobot(Robot):
+    simulated_time = True
+
     def __init__(self, env: Any, seed: int = 0, latency: bool = True, sensor_noise: float = 0.0):
         check_deployable(env)
         self.env = env
@@ -67,6 +73,13 @@ class SimRobot(Robot):
         self._targets: np.ndarray | None = None
         self._readings: np.ndarray | None = None
         self._sent: np.ndarray | None = None
+        self._stopped = False
+        # Where each actuator's target equals its joint's position (joint transmissions; a
+        # position servo's length is gear * qpos). Others hold their current target.
+        m = self.model
+        self._hold_joint = m.actuator_trntype == mujoco.mjtTrn.mjTRN_JOINT
+        self._hold_adr = m.jnt_qposadr[np.where(self._hold_joint, m.actuator_trnid[:, 0], 0)]
+        self._hold_gear = m.actuator_gear[:, 0].copy()
 
     # ----- Robot -----
     @property
@@ -91,6 +104,8 @@ class SimRobot(Robot):
     def send(self, targets: np.ndarray) -> None:
         if self._sent is None:
             raise RuntimeError("SimRobot.send before start_episode().")
+        if self._stopped:
+            raise RuntimeError("SimRobot.send after stop(): start_episode() restarts it.")
         targets = np.asarray(targets, np.float64)
         if targets.shape != (self.model.nu,) or not np.all(np.isfinite(targets)):
             raise ValueError(f"SimRobot.send needs {self.model.nu} finite targets, got {targets}.")
@@ -98,6 +113,20 @@ class SimRobot(Robot):
         self.data.ctrl[:] = self._sent[self._draw(self._act_pmf)]
         mujoco.mj_step(self.model, self.data, nstep=self.env.n_substeps)
         self._readings = delays.push(self._readings, self._measure())
+
+    def hold(self) -> np.ndarray:
+        if self._sent is None:
+            raise RuntimeError("SimRobot.hold before start_episode().")
+        d = self.data
+        targets = np.where(self._hold_joint, self._hold_gear * d.qpos[self._hold_adr], d.ctrl)
+        self._sent = delays.init_history(targets, len(self._sent))
+        d.ctrl[:] = targets
+        return targets.copy()
+
+    def stop(self) -> None:
+        if self._sent is not None:
+            self.hold()
+        self._stopped = True
 
     def close(self) -> None:
         if self._renderer is not None:
@@ -117,6 +146,7 @@ class SimRobot(Robot):
         mujoco.mj_forward(self.model, d)
         self._sent = delays.init_history(d.ctrl.copy(), self._history(self._act_pmf))
         self._readings = delays.init_history(self._measure(), self._history(self._obs_pmf))
+        self._stopped = False
         return {k: np.asarray(v) for k, v in self.env.robot_task(state.info).items()}
 
     @property

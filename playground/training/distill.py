@@ -1,16 +1,16 @@
 """Student distillation: the command line of experimental/train_dagger.py and the run it drives.
 
     python experimental/train_dagger.py --domain-randomization
-    python experimental/train_dagger.py --env-name FrankaReachStereo --teacher RUN/policy.pkl
+    python experimental/train_dagger.py --teacher logs/FrankaReach-<ts>/policy.safetensors
 
 The teacher is a state-based policy file written by learning/train_jax_ppo.py for the vision
 task's state-based twin (`TEACHER_ENV` of the task class: FrankaReach for FrankaReachStereo);
-without `--teacher`, the newest `<logdir>/<twin>-*/policy.pkl` is used. A run folder
+without `--teacher`, the newest `<logdir>/<twin>-*/policy.safetensors` is used. A run folder
 `<logdir>/<task>-dagger-<timestamp>/` gets `config.json`, `checkpoints/<env_steps>/` (orbax: the
 student's params, optimiser state, the aggregated DAgger buffer, rng and iteration, plus the
 config; the envs restart from fresh states on resume), `tb/` and `metrics.jsonl` (losses, beta,
 buffer fill, student success, and the teacher's success from the same held-out starts),
-`student.pkl` (the final student, read by the ONNX exporter), `final.json` and
+`student.safetensors` (the final student, read by the ONNX exporter), `final.json` and
 `camera_views.mp4` (what the cameras saw in the first held-out episodes of the final evaluation,
 as the student got it).
 """
@@ -28,11 +28,19 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
-from playground import registry
+from playground import cli_checks, registry
+from playground.cli_checks import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from playground.envs.vision import VisionEnv
+from playground.files import policy_file
 from playground.networks import nature_cnn
 from playground.networks.student import Student, init_from_pretrained
-from playground.training import checkpoint, dagger, policy_file, run_logger, video
+from playground.training import checkpoint, dagger, run_logger, video
 from playground.training.evaluate import HELD_OUT_SEED_OFFSET, make_evaluator
 from playground.training.ppo import bind_randomizer
 from playground.training.run_files import new_run_dir, parse_overrides, tuples, write_json
@@ -42,6 +50,23 @@ DEFAULT_ENV = "FrankaReachStereo"
 DEFAULT_ENCODER = ROOT / "params" / "nature_cnn_cifar10"
 # Flags that describe the run itself; a resumed run must not change them.
 IDENTITY_FLAGS = ("env_name", "teacher", "encoder", "seed", "domain_randomization")
+# The range of each DAgger config field's flag (fields not named keep their plain type).
+DAGGER_CHECKS = {
+    "num_envs": positive_int,
+    "unroll_length": positive_int,
+    "episode_length": positive_int,
+    "buffer_size": positive_int,
+    "updates_per_iteration": positive_int,
+    "update_unroll": positive_int,
+    "batch_size": positive_int,
+    "learning_rate": positive_float,
+    "encoder_learning_rate": nonnegative_float,
+    "beta_decay": probability,
+    "pose_weight": nonnegative_float,
+    "augment_shift_px": nonnegative_int,
+    "hidden": positive_int,
+    "features": positive_int,
+}
 
 
 def _flag(p: argparse._ActionsContainer, name: str, **kw) -> None:
@@ -53,7 +78,7 @@ def _flag(p: argparse._ActionsContainer, name: str, **kw) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     vision = ", ".join(registry.VISION_ENVS)
-    p = argparse.ArgumentParser(
+    p = cli_checks.ArgumentParser(
         prog="train_dagger.py",
         description=(
             "Distil a state-based teacher policy into a pixel student with DAgger "
@@ -67,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         "teacher",
         default=None,
-        help="the teacher's policy.pkl from learning/train_jax_ppo.py (default: the newest "
-        "<logdir>/<state task>-*/policy.pkl)",
+        help="the teacher's policy.safetensors from learning/train_jax_ppo.py (default: the "
+        "newest <logdir>/<state task>-*/policy.safetensors)",
     )
     _flag(
         run,
@@ -84,9 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="physics and visual domain randomisation (per env, drawn at reset)",
     )
     _flag(run, "seed", type=int, default=None, help="run seed (default: 0)")
-    _flag(run, "iterations", type=int, default=None, help="DAgger iterations (default: 40)")
-    _flag(run, "eval_every", type=int, default=None, help="iterations between evaluations (10)")
-    _flag(run, "num_eval_envs", type=int, default=None, help="held-out eval episodes (64)")
+    _flag(
+        run, "iterations", type=positive_int, default=None, help="DAgger iterations (default: 40)"
+    )
+    _flag(
+        run,
+        "eval_every",
+        type=positive_int,
+        default=None,
+        help="iterations between evaluations (10)",
+    )
+    _flag(run, "num_eval_envs", type=positive_int, default=None, help="held-out eval episodes (64)")
     _flag(
         run,
         "env_config",
@@ -103,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="resume from a run folder, its checkpoints/ folder or one step folder",
     )
-    _flag(run, "num_videos", type=int, default=2, help="episodes in camera_views.mp4 (0: none)")
+    _flag(
+        run,
+        "num_videos",
+        type=nonnegative_int,
+        default=2,
+        help="episodes in camera_views.mp4 (0: none)",
+    )
     _flag(run, "no_progress", action="store_true", help="no console progress bar")
     _flag(run, "no_tb", action="store_true", help="no TensorBoard logs")
     hp = p.add_argument_group("DAgger (default: playground/training/dagger.py default_config)")
@@ -117,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     for key, value in dagger.default_config().items():
         if isinstance(value, bool):
             continue
+        kind = DAGGER_CHECKS.get(key, type(value[0] if isinstance(value, tuple) else value))
         if isinstance(value, tuple):
-            _flag(hp, key, type=type(value[0]), nargs="+", default=None, help=f"default {value}")
+            _flag(hp, key, type=kind, nargs="+", default=None, help=f"default {value}")
         else:
-            _flag(hp, key, type=type(value), default=None, help=f"default {value}")
+            _flag(hp, key, type=kind, default=None, help=f"default {value}")
     return p
 
 
@@ -128,16 +168,20 @@ RUN_DEFAULTS = {"iterations": 40, "eval_every": 10, "num_eval_envs": 64, "seed":
 
 
 def find_teacher(logdir: str | Path, teacher_env: str) -> Path:
-    """The newest `<logdir>/<teacher_env>-*/policy.pkl`, or an error that says how to make one."""
+    """The newest `<logdir>/<teacher_env>-*/policy.safetensors`, or an error that says how to
+    make one."""
     root = Path(logdir).expanduser().resolve()
-    found = [
-        p / "policy.pkl"
-        for p in root.glob(f"{teacher_env}-*")
-        if (p / "policy.pkl").is_file() and not p.name.startswith(f"{teacher_env}-dagger")
+    name = policy_file.POLICY_FILE
+    runs = [
+        p for p in root.glob(f"{teacher_env}-*") if not p.name.startswith(f"{teacher_env}-dagger")
     ]
+    found = [p / name for p in runs if (p / name).is_file()]
     if not found:
+        legacy = [p / "policy.pkl" for p in runs if (p / "policy.pkl").is_file()]
+        if legacy:  # runs from before the safe format: say how to convert, not "train one"
+            raise policy_file.legacy_error(max(legacy, key=lambda p: p.stat().st_mtime))
         raise FileNotFoundError(
-            f"No teacher found: no {root}/{teacher_env}-*/policy.pkl. Train one with "
+            f"No teacher found: no {root}/{teacher_env}-*/{name}. Train one with "
             f"`python learning/train_jax_ppo.py --env_name {teacher_env}` or pass --teacher PATH."
         )
     return max(found, key=lambda p: p.stat().st_mtime)
@@ -200,19 +244,23 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
     overrides = parse_overrides(args.env_config, "--env-config")
     if args.domain_randomization:
         overrides["vision.visual_dr.enabled"] = True
-    env = registry.load(env_name, config_overrides=tuples(overrides) or None)
     cfg = dagger.default_config()
     for key in cfg:
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = tuple(value) if isinstance(cfg[key], tuple) else value
-    teacher = args.teacher or find_teacher(args.logdir, type(env).TEACHER_ENV)
+    check_dagger_config(cfg)
     run = {
         k: getattr(args, k) if getattr(args, k) is not None else v for k, v in RUN_DEFAULTS.items()
     }
     for key in ("iterations", "eval_every", "num_eval_envs"):
         if run[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}.")
+    teacher = args.teacher or find_teacher(
+        args.logdir, registry.get_env_class(env_name).TEACHER_ENV
+    )
+    # Built only after every check above, each of which takes no time.
+    env = registry.load(env_name, config_overrides=tuples(overrides) or None)
     return {
         "env_name": env_name,
         "teacher": str(Path(teacher).expanduser().resolve()),
@@ -223,6 +271,16 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
         "dagger": cfg.to_dict(),
         "command": " ".join(["experimental/train_dagger.py", *sys.argv[1:]]),
     }
+
+
+def check_dagger_config(cfg: config_dict.ConfigDict) -> None:
+    """Raises UsageError for DAgger sizes that only fail together, before any env is built
+    (dagger.Dagger checks the same when it is built, after the env has compiled)."""
+    if cfg.updates_per_iteration % cfg.update_unroll:
+        raise cli_checks.UsageError(
+            f"updates_per_iteration ({cfg.updates_per_iteration}) must be a multiple of "
+            f"update_unroll ({cfg.update_unroll})."
+        )
 
 
 def _check_resume_flags(args: argparse.Namespace) -> None:
@@ -277,7 +335,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         if args.iterations is not None:
             run_config["iterations"] = args.iterations
         run_dir = step_dir.parent.parent
+        # The resumed run writes its checkpoints, student and final.json there.
+        cli_checks.check_writable_dir(run_dir, "--load-checkpoint-path")
     else:
+        # Before the run, not at its first write: the run folder is made under it.
+        cli_checks.check_writable_dir(args.logdir, "--logdir")
         run_config = make_run_config(args)
         run_dir = new_run_dir(args.logdir, f"{run_config['env_name']}-dagger", args.suffix)
 
@@ -386,7 +448,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         if final is None:
             final, frames = evaluate(state.params, use_teacher=False)
 
-        student_path = _save_student(run_dir / "student.pkl", run_config, student, loop, state)
+        student_path = _save_student(
+            run_dir / policy_file.STUDENT_FILE, run_config, student, loop, state
+        )
         summary: dict[str, Any] = {
             "env_name": run_config["env_name"],
             "teacher": run_config["teacher"],

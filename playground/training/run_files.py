@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from playground.files import atomic
+
 
 def parse_value(text: str) -> Any:
     try:
@@ -36,9 +38,7 @@ def new_run_dir(logdir: str, env_name: str, suffix: str | None) -> Path:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:

@@ -2,10 +2,10 @@
 
 A run folder `logs/<env>-<timestamp>[-suffix]/` gets `config.json` (everything needed to rebuild
 the run), `checkpoints/<step>/` (orbax: params, optimiser state, normaliser, rng and the config),
-`tb/` (TensorBoard), `metrics.jsonl`, `learning_curve.png`, the final policy `policy.pkl` (read
-by AlohaS2RPegInsertion's phase 1, the DAgger distiller and the ONNX exporter), `best_policy.pkl`
-(the policy of the best held-out evaluation so far, the latest on a tie), `final.json` (held-out
-evaluation and wall times) and `rollout.mp4`.
+`tb/` (TensorBoard), `metrics.jsonl`, `learning_curve.png`, the final policy `policy.safetensors`
+(read by AlohaS2RPegInsertion's phase 1, the DAgger distiller and the ONNX exporter),
+`best_policy.safetensors` (the policy of the best held-out evaluation so far, the latest on a
+tie), `final.json` (held-out evaluation and wall times) and `rollout.mp4`.
 """
 
 from __future__ import annotations
@@ -22,40 +22,68 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
-from playground import registry
-from playground.training import checkpoint, evaluate, policy_file, ppo_params, run_logger, video
+from playground import cli_checks, registry
+from playground.cli_checks import (
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
+from playground.files import policy_file
+from playground.training import checkpoint, evaluate, ppo_params, run_logger, video
 from playground.training.run_files import new_run_dir, parse_overrides, tuples, write_json
 
 DEFAULT_ENV = "AlohaS2RPick"
-BEST_POLICY = "best_policy.pkl"
+BEST_POLICY = policy_file.BEST_POLICY_FILE
+
+
+def _episode_length(text: str) -> int:
+    value = cli_checks.integer(text)
+    if value != -1 and value < 1:
+        # Any value <= 0 would silently mean the env's own length; only -1 says so.
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of steps or -1 (the env's own), got {text!r}"
+        )
+    return value
+
 
 # Hyperparameter flags (Playground's names) -> (type, help). Unset flags keep the per-env config.
+# Each type checks its value's range, so a bad value fails before anything is built.
 PPO_FLAGS: dict[str, tuple[Any, str]] = {
-    "num_timesteps": (int, "total env steps to train for"),
-    "num_evals": (int, "evaluations (and checkpoints) over the run, including the one at step 0"),
-    "reward_scaling": (float, "multiplies rewards in the PPO loss"),
-    "episode_length": (int, "steps per episode (-1: the env's own)"),
+    "num_timesteps": (positive_int, "total env steps to train for"),
+    "num_evals": (
+        positive_int,
+        "evaluations (and checkpoints) over the run, including the one at step 0",
+    ),
+    "reward_scaling": (positive_float, "multiplies rewards in the PPO loss"),
+    "episode_length": (_episode_length, "steps per episode (-1: the env's own)"),
     "normalize_observations": (bool, "running mean/std normalisation of observations"),
-    "action_repeat": (int, "env steps per policy action"),
-    "unroll_length": (int, "steps per env in one rollout segment"),
-    "num_minibatches": (int, "minibatches per PPO pass"),
-    "num_updates_per_batch": (int, "PPO passes over each batch"),
-    "discounting": (float, "discount factor gamma"),
-    "learning_rate": (float, "Adam learning rate"),
-    "entropy_cost": (float, "entropy bonus weight"),
-    "num_envs": (int, "parallel training envs (split evenly over all devices and hosts)"),
-    "num_eval_envs": (int, "held-out evaluation episodes per evaluation"),
-    "batch_size": (int, "segments per minibatch"),
-    "max_grad_norm": (float, "global gradient-norm clip (0: off)"),
-    "clipping_epsilon": (float, "PPO ratio clip"),
-    "gae_lambda": (float, "GAE lambda"),
+    "action_repeat": (positive_int, "env steps per policy action"),
+    "unroll_length": (positive_int, "steps per env in one rollout segment"),
+    "num_minibatches": (positive_int, "minibatches per PPO pass"),
+    "num_updates_per_batch": (positive_int, "PPO passes over each batch"),
+    "discounting": (probability, "discount factor gamma"),
+    "learning_rate": (positive_float, "Adam learning rate"),
+    "entropy_cost": (nonnegative_float, "entropy bonus weight"),
+    "num_envs": (positive_int, "parallel training envs (split evenly over all devices and hosts)"),
+    "num_eval_envs": (positive_int, "held-out evaluation episodes per evaluation"),
+    "batch_size": (positive_int, "segments per minibatch"),
+    "max_grad_norm": (nonnegative_float, "global gradient-norm clip (0: off)"),
+    "clipping_epsilon": (positive_float, "PPO ratio clip"),
+    "gae_lambda": (probability, "GAE lambda"),
 }
 NETWORK_FLAGS: dict[str, tuple[Any, str]] = {
     "policy_hidden_layer_sizes": (str, "policy MLP sizes, e.g. 32,32,32,32"),
     "value_hidden_layer_sizes": (str, "value MLP sizes, e.g. 256,256,256,256,256"),
     "policy_obs_key": (str, "observation the policy sees (state)"),
     "value_obs_key": (str, "observation the value function sees (privileged_state)"),
-    "activation": (str, "hidden activation: swish, relu, tanh or elu"),
+    # The policy file stores the name and its reader accepts only these: an unknown one would
+    # otherwise fail only at the first save, after the first epoch.
+    "activation": (
+        cli_checks.choice(policy_file.ACTIVATIONS),
+        f"hidden activation: {', '.join(policy_file.ACTIVATIONS)}",
+    ),
 }
 SAC_ONLY_FLAGS = ("grad_updates_per_step", "min_replay_size", "max_replay_size")
 # Flags that describe the run itself; on resume they must match the checkpoint's (or be unset).
@@ -87,7 +115,7 @@ def _add_bool(p: argparse.ArgumentParser, name: str, default: bool | None, help_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli_checks.ArgumentParser(
         prog="train_jax_ppo.py",
         description=(
             "Train a privileged-state teacher with Brax PPO (or SAC) on a registered task. "
@@ -125,13 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bool(run, "use_tb", True, "write TensorBoard scalars to <run>/tb")
     _add_bool(run, "use_wandb", False, "also log to Weights & Biases (needs wandb)")
     _add_bool(run, "render_final_policy", True, "write <run>/rollout.mp4 of the final policy")
-    run.add_argument("--num_videos", type=int, default=3, help="episodes in the video (default 3)")
+    run.add_argument(
+        "--num_videos", type=positive_int, default=3, help="episodes in the video (default 3)"
+    )
     _add_bool(run, "run_evals", True, "evaluate on held-out seeds after every epoch")
     _add_bool(run, "progress", True, "show the console progress bar")
     dist = p.add_argument_group("devices and hosts")
     dist.add_argument(
         "--max_devices_per_host",
-        type=int,
+        type=positive_int,
         default=None,
         help="use at most this many local devices (default: all)",
     )
@@ -140,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="host:port of process 0, for multi-host training via jax.distributed",
     )
-    dist.add_argument("--num_processes", type=int, default=None, help="hosts in the job")
-    dist.add_argument("--process_id", type=int, default=None, help="this host's index")
+    dist.add_argument("--num_processes", type=positive_int, default=None, help="hosts in the job")
+    dist.add_argument("--process_id", type=nonnegative_int, default=None, help="this host's index")
     hp = p.add_argument_group("hyperparameters (default: per-env config)")
     for name, (kind, text) in PPO_FLAGS.items():
         if kind is bool:
@@ -151,9 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (kind, text) in NETWORK_FLAGS.items():
         hp.add_argument(f"--{name}", type=kind, default=None, help=text)
     sac = p.add_argument_group("SAC only")
-    sac.add_argument("--grad_updates_per_step", type=int, default=None, help="SAC updates per step")
-    sac.add_argument("--min_replay_size", type=int, default=None, help="SAC warm-up transitions")
-    sac.add_argument("--max_replay_size", type=int, default=None, help="SAC replay capacity")
+    sac.add_argument(
+        "--grad_updates_per_step", type=positive_int, default=None, help="SAC updates per step"
+    )
+    sac.add_argument(
+        "--min_replay_size", type=nonnegative_int, default=None, help="SAC warm-up transitions"
+    )
+    sac.add_argument(
+        "--max_replay_size", type=positive_int, default=None, help="SAC replay capacity"
+    )
     return p
 
 
@@ -174,7 +210,6 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
     env_overrides = parse_overrides(args.env_config, "--env_config")
     if args.impl is not None:
         env_overrides["impl"] = args.impl
-    env = registry.load(env_name, config_overrides=tuples(env_overrides) or None)
     cfg = ppo_params.ppo_config(env_name) if algo == "ppo" else ppo_params.sac_config(env_name)
     for name in PPO_FLAGS:
         value = getattr(args, name)
@@ -199,6 +234,9 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
             if algo != "sac":
                 raise ValueError(f"--{name} applies to --algo sac only.")
             cfg[name] = value
+    check_train_config(cfg, algo, args.max_devices_per_host)
+    # Built only now: a bad size above fails in a second, not after the env has compiled.
+    env = registry.load(env_name, config_overrides=tuples(env_overrides) or None)
     return {
         "env_name": env_name,
         "algo": algo,
@@ -208,6 +246,42 @@ def make_run_config(args: argparse.Namespace) -> dict[str, Any]:
         "train": cfg.to_dict(),
         "command": " ".join(["learning/train_jax_ppo.py", *sys.argv[1:]]),
     }
+
+
+def check_train_config(
+    cfg: config_dict.ConfigDict, algo: str, max_devices_per_host: int | None = None
+) -> None:
+    """Raises UsageError for sizes that only fail together, before any env is built.
+
+    Each flag's own range is checked by argparse; these are the splits the trainers need, which
+    otherwise fail inside them after the env has compiled (PPO: batch_size * num_minibatches
+    segments per update drawn evenly from num_envs envs on every device; SAC: brax's own asserts
+    on the replay sizes)."""
+    devices = len(jax.local_devices()[: max_devices_per_host or None]) * jax.process_count()
+    if algo == "ppo":
+        from playground.training.ppo import check_batch
+
+        try:
+            check_batch(cfg, devices)
+        except ValueError as e:
+            raise cli_checks.UsageError(str(e)) from None
+        return
+    if cfg.num_envs % devices:
+        raise cli_checks.UsageError(
+            f"num_envs ({cfg.num_envs}) must be divisible by the number of devices ({devices})."
+        )
+    if cfg.min_replay_size > cfg.max_replay_size:
+        raise cli_checks.UsageError(
+            f"min_replay_size ({cfg.min_replay_size:,}) must not exceed max_replay_size "
+            f"({cfg.max_replay_size:,})."
+        )
+    # brax fills the buffer to min_replay_size in whole steps of all envs before training.
+    prefill = -(-cfg.min_replay_size // cfg.num_envs) * cfg.num_envs * cfg.action_repeat
+    if prefill >= cfg.num_timesteps:
+        raise cli_checks.UsageError(
+            f"num_timesteps ({cfg.num_timesteps:,}) must exceed the {prefill:,} env steps that "
+            f"fill the replay buffer to min_replay_size ({cfg.min_replay_size:,}) first."
+        )
 
 
 def _check_resume_flags(args: argparse.Namespace, saved: dict[str, Any]) -> None:
@@ -284,6 +358,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from playground.training import sac_run  # it imports this module's helpers
 
+    if args.process_id is not None and args.num_processes is not None:
+        if args.process_id >= args.num_processes:
+            raise cli_checks.UsageError(
+                f"--process_id {args.process_id} must be below --num_processes "
+                f"{args.num_processes}."
+            )
+    if args.load_checkpoint_path is None:
+        if args.play_only:
+            raise ValueError("--play_only needs --load_checkpoint_path (a run to evaluate).")
+        # Before the run, not at its first write: the run folder is made under it.
+        cli_checks.check_writable_dir(args.logdir, "--logdir")
     if args.coordinator_address:
         jax.distributed.initialize(
             coordinator_address=args.coordinator_address,
@@ -305,9 +390,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         if args.num_timesteps is not None:
             run_config = extend_run(saved, args.num_timesteps)
         run_dir = step_dir.parent.parent
+        # The resumed run writes its checkpoints, policies and final.json there.
+        cli_checks.check_writable_dir(run_dir, "--load_checkpoint_path")
     else:
-        if args.play_only:
-            raise ValueError("--play_only needs --load_checkpoint_path (a run to evaluate).")
         run_config = make_run_config(args)
         run_dir = new_run_dir(args.logdir, run_config["env_name"], args.suffix)
     env, randomizer = _load_env(run_config)
@@ -399,7 +484,7 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
     if lead:
         final_eval = trainer.evaluate(state)
         params = trainer.inference_params(state)
-        policy_path = save(run_dir / "policy.pkl", state, step)
+        policy_path = save(run_dir / policy_file.POLICY_FILE, state, step)
         summary = {
             "env_name": run_config["env_name"],
             "env_steps": step,
@@ -447,6 +532,10 @@ def _run_ppo(args, run_config, run_dir: Path, env, randomizer) -> dict[str, Any]
 
 def _best_success(path: Path) -> float:
     """Held-out success of a run's best policy so far (-1 when there is none yet)."""
+    legacy = path.with_suffix(".pkl")
+    if not path.is_file() and legacy.is_file():
+        # Resuming without it would silently forget the earlier part's best policy.
+        raise policy_file.legacy_error(legacy)
     if not path.is_file():
         return -1.0
     return float(policy_file.read_policy(path)["extra"]["held_out_success_rate"])

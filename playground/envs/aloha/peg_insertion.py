@@ -5,11 +5,12 @@ how phase 1 happens:
 - `"lifted"` (default): each episode starts from a state where both arms already hold their
   objects. The states come from a scripted grasp-and-lift on native MuJoCo with random object
   placements (`lifted_states`), computed once when the env is built; no pick policy is needed.
-- `"policy"`: objects start on the table and a frozen AlohaS2RPick policy, read from
-  `config.pick_policy_path`, drives each arm (the right arm sees itself in its own base frame,
-  where it is the left arm's mirror) until both objects are lifted above `switch_height_m`. From
-  then on (`has_switched` = 1) the agent's action drives both arms. Before the switch the agent's
-  action is ignored and every reward term is zero.
+- `"policy"`: objects start on the table and a frozen AlohaS2RPick policy, read from the
+  `.safetensors` policy file `config.pick_policy_path` (a legacy pickle is refused), drives each
+  arm (the right arm sees itself in its own base frame, where it is the left arm's mirror) until
+  both objects are lifted above `switch_height_m`. From then on (`has_switched` = 1) the agent's
+  action drives both arms. Before the switch the agent's action is ignored and every reward term
+  is zero.
 
 Action: 14 = [left arm 6, left gripper, right arm 6, right gripper], deltas on position targets
 as in AlohaS2RPick, delayed the same way. Reward terms (`config.reward` weights, each in
@@ -128,7 +129,7 @@ class AlohaS2RPegInsertion(MjxEnv):
                 raise ValueError(
                     'phase1="policy" needs config.pick_policy_path (an AlohaS2RPick policy file).'
                 )
-            from playground.training import policy_file
+            from playground.files import policy_file
 
             self._pick_policy, _ = policy_file.load_policy_fn(
                 cfg.pick_policy_path, env_name="AlohaS2RPick"

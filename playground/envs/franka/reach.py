@@ -233,10 +233,19 @@ class FrankaReach(MjxEnv):
     def robot_command(
         self, data: mjx.Data, memory: dict[str, jax.Array], action: jax.Array
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """(actuator targets `[nu]`, memory) for the policy's `action`, as `step` computes them."""
-        action = jnp.clip(action, -1.0, 1.0)
+        """(actuator targets `[nu]`, memory) for the policy's `action`, as `step` computes them.
+
+        A non-finite action holds the current targets and leaves the memory as it was: NaN
+        survives `clip`, and once in `tcp_goal` it would freeze the servo for the episode.
+        """
+        finite = jnp.all(jnp.isfinite(action))
+        action = jnp.where(finite, jnp.clip(action, -1.0, 1.0), 0.0)
         ctrl, goal = self.command(data, memory["tcp_goal"], action)
-        return ctrl, {**memory, "tcp_goal": goal, "last_action": action}
+        new = {**memory, "tcp_goal": goal, "last_action": action}
+        return (
+            jnp.where(finite, ctrl, data.ctrl),
+            jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, memory),
+        )
 
     def robot_success(self, data: mjx.Data, task: dict[str, jax.Array]) -> jax.Array:
         """The episode's success in a full (simulated) state: the env's `success` term."""
