@@ -26,7 +26,6 @@ import numpy as np
 from playground import cli_checks, registry
 from playground.deploy import export
 from playground.files import policy_file
-from playground.training.run_files import tuples
 
 FORMAT = "s2r-playground/onnx-policy/v1"
 SOURCES = {"teacher": policy_file.POLICY_FILE, "student": policy_file.STUDENT_FILE}
@@ -65,7 +64,7 @@ def load_env(name: str, saved_config: dict[str, Any] | None):
     safetensors reader like any other, so a config cannot lead to a pickle being loaded."""
     config = registry.get_default_config(name)
     if saved_config:
-        config.update(tuples(saved_config))
+        config.update(policy_file.tuples(saved_config))
     return registry.load(name, config=config)
 
 

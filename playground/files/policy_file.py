@@ -179,12 +179,12 @@ def _json_default(x: Any) -> Any:
     return str(x)
 
 
-def _tuples(x: Any) -> Any:
+def tuples(x: Any) -> Any:
     """JSON gives lists where the payload held tuples (shapes, layer sizes, configs)."""
     if isinstance(x, dict):
-        return {k: _tuples(v) for k, v in x.items()}
+        return {k: tuples(v) for k, v in x.items()}
     if isinstance(x, list):
-        return tuple(_tuples(v) for v in x)
+        return tuple(tuples(v) for v in x)
     return x
 
 
@@ -352,7 +352,7 @@ def _read(path: str | os.PathLike, fmt: str, env_name: str | None) -> dict[str, 
         params = _decode(body.pop("params"), tensors, used, _struct_types())
         if used != set(tensors):
             raise ValueError(f"tensors {sorted(set(tensors) - used)[:3]} are not in the tree")
-        payload = {**_tuples(body), "format": found, "params": params}
+        payload = {**tuples(body), "format": found, "params": params}
         _check_payload(payload, fmt)
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise PolicyFileError(f"Policy file {str(path)!r} is corrupt: {e}") from None

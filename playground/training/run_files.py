@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.files import atomic
+from playground.files.policy_file import tuples  # noqa: F401  (run configs use it too)
 
 
 def parse_value(text: str) -> Any:
@@ -15,15 +16,6 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def tuples(x: Any) -> Any:
-    """JSON gives lists where configs hold tuples."""
-    if isinstance(x, dict):
-        return {k: tuples(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return tuple(tuples(v) for v in x)
-    return x
 
 
 def new_run_dir(logdir: str, env_name: str, suffix: str | None) -> Path:
