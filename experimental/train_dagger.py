@@ -3,7 +3,8 @@
     python experimental/train_dagger.py --domain-randomization
     python experimental/train_dagger.py --teacher logs/FrankaReach-<ts>/policy.safetensors
 
-`--help` lists every flag; the run itself lives in playground/training/distill.py.
+`--help` lists every flag; the command line is playground/training/distill.py, the run
+playground/training/dagger_run.py.
 """
 
 import playground  # noqa: F401  (XLA flags, compilation cache, headless rendering)

@@ -17,19 +17,86 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from playground.errors import UsageError
 
-class UsageError(ValueError):
-    """A bad command-line value; the message is the whole line the CLI prints."""
+__all__ = ["UsageError"]  # one family for every bad input: playground/errors.py
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, but an error is one line: the usage block argparse prints before it
-    runs to dozens of lines for the trainers and buries the message."""
+    """argparse's parser with the project's one command-line convention.
+
+    - Flags are spelled as in MuJoCo Playground's absl CLIs: underscores (`--num_evals`), and a
+      boolean is `--flag` / `--noflag` (`add_bool`).
+    - The dashed spellings users type from Playground's other scripts and from argparse habits
+      are aliases, accepted but not listed: `--num-evals` for `--num_evals`, `--no-flag`,
+      `--no_flag` and `--no-flag-name` for `--noflag_name`.
+    - An error is one line: the usage block argparse prints before it runs to dozens of lines
+      for the trainers and buries the message.
+    """
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        import sys
+
+        argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self._canonical(argv), namespace)
+
+    def _canonical(self, argv: list[str]) -> list[str]:
+        known = self._option_string_actions
+        out = []
+        for i, token in enumerate(argv):
+            if token == "--":  # what follows is positional
+                return out + argv[i:]
+            if not token.startswith("--") or token in known:
+                out.append(token)
+                continue
+            name, eq, value = token.partition("=")
+            out.append(_alias_of(name, known) + eq + value)
+        return out
+
+
+def _alias_of(name: str, known) -> str:
+    """The canonical flag that `name` spells another way, or `name` itself (argparse then
+    reports it as unknown)."""
+    if name in known:
+        return name
+    under = "--" + name[2:].replace("-", "_")
+    if under in known:
+        return under
+    if under.startswith("--no_") and "--no" + under[5:] in known:
+        return "--no" + under[5:]
+    return name
+
+
+def _to_bool(text: str) -> bool:
+    low = str(text).lower()
+    if low in ("1", "true", "t", "yes", "y"):
+        return True
+    if low in ("0", "false", "f", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_bool(
+    container: argparse._ActionsContainer, name: str, default: bool | None, help_text: str
+) -> None:
+    """`--name`, `--name=true|false` and `--noname`, as absl accepts them; the parser's aliases
+    add `--no-name` and `--no_name`."""
+    shown = "per-env config" if default is None else str(default).lower()
+    container.add_argument(
+        f"--{name}",
+        nargs="?",
+        const=True,
+        default=default,
+        type=_to_bool,
+        metavar="BOOL",
+        help=f"{help_text} (default: {shown})",
+    )
+    container.add_argument(f"--no{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
 def exit_usage(parser: argparse.ArgumentParser, error: BaseException) -> NoReturn:
@@ -37,6 +104,16 @@ def exit_usage(parser: argparse.ArgumentParser, error: BaseException) -> NoRetur
     # str(KeyError) quotes its message; the registry's KeyErrors are sentences.
     message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def run_main(parser: argparse.ArgumentParser, argv: list[str] | None, run: Callable[..., Any]):
+    """Parses `argv` and returns `run(args)`. Bad input (the UsageError family, a missing file)
+    ends as the one-line error; anything else keeps its traceback."""
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, FileNotFoundError) as e:
+        exit_usage(parser, e)
 
 
 def _parse(text: str, kind: type) -> int | float:

@@ -19,6 +19,7 @@ from playground.envs.aloha import distill, peg_insertion, pick
 from playground.envs.base import MjxEnv
 from playground.envs.franka import grasp, lift, reach, stereo
 from playground.envs.vision import VisionEnv
+from playground.errors import UnknownNameError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _entry(name: str) -> _Entry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, ALL_ENVS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"Unknown env {name!r}.{hint} Valid names: {', '.join(ALL_ENVS)}")
+        raise UnknownNameError(f"Unknown env {name!r}.{hint} Valid names: {', '.join(ALL_ENVS)}")
     return _REGISTRY[name]
 
 
@@ -89,7 +90,7 @@ def get_domain_randomizer(name: str, config: config_dict.ConfigDict | None = Non
     """`fn(model, rng[B, 2]) -> (batched model, in_axes)`, as brax's `randomization_fn` expects."""
     entry = _entry(name)
     if entry.randomizer is None:
-        raise KeyError(f"{name} has no domain randomiser.")
+        raise UnknownNameError(f"{name} has no domain randomiser.")
     if config is None:
         return entry.randomizer
     return functools.partial(entry.randomizer, config=config)

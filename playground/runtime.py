@@ -4,18 +4,18 @@ Everything here must happen before JAX initialises its backend (the first comput
 `playground/__init__.py` calls `configure()` on import. Flags the user already set win.
 
 Why these flags: on CPU, XLA's fusion emitters turn MJX's kinematics tree pass into a pathological
-loop (measured on 2 cores with AlohaS2RPick: see README, "CPU speed"); disabling them makes the
-physics step about an order of magnitude faster and changes no result.
+loop; disabling them makes the physics step much faster and changes no result (the measurement is
+in docs/cpu_performance.md).
 
 Why the linear-algebra lowering: MJX factors the mass matrix (and the Newton solver's Hessian) with
 `jax.scipy.linalg.cho_factor` every physics step. Under `vmap`, jaxlib lowers that on CPU to one
 batched LAPACK call (`lapack_spotrf_ffi`) that splits the batch with `ParallelBatchMap` into tasks
 on XLA's intra-op thread pool, then blocks the pool thread it runs on until they finish. When
 XLA runs two such calls at once on a 2-core machine, both pool threads block waiting for tasks
-that no free thread will ever run: the process hangs, idle (seen with gdb at batch 128 to 256;
-the same hang the peers' Aloha scene showed). We lower those two primitives on CPU to code that runs
-inside the calling thunk, with no nested parallelism (`playground.cpu_linalg`): unrolled for the
-small matrices MJX factors, XLA's HLO ops for large ones.
+that no free thread will ever run: the process hangs, idle (seen with gdb; it is the idle hang
+users of MJX on CPU report, docs/cpu_performance.md). We lower those two primitives on CPU to code
+that runs inside the calling thunk, with no nested parallelism (`playground.cpu_linalg`): unrolled
+for the small matrices MJX factors, XLA's HLO ops for large ones.
 """
 
 from __future__ import annotations

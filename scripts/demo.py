@@ -1,6 +1,6 @@
 """The CPU demo of the whole pipeline: tasks, physics, teacher, student, ONNX, sim-to-sim.
 
-    python scripts/demo.py            # the README gives its measured time on 2 CPU cores
+    python scripts/demo.py            # docs/results.md gives its measured time on 2 CPU cores
     python scripts/demo.py --quick    # stages 1-3 only (no training)
 
 Stages, each printing its result:

@@ -2,8 +2,15 @@
 
     python scripts/eval_policy.py params/aloha_s2r_pick_native/policy.safetensors --episodes 512
 
+    python scripts/eval_policy.py params/aloha_s2r_peg_insertion_native/policy.safetensors \
+        --pick_policy params/aloha_s2r_pick_native/policy.safetensors --episodes 1024
+
 The env, its config (physics impl included) and domain randomisation come from the policy file's
-run config unless flags override them. Starts and randomised models are drawn from `--seed`, far
+run config unless flags override them (`--env_config KEY=VALUE`, repeatable). With
+`--pick_policy`, an AlohaS2RPegInsertion teacher is evaluated on the whole task from the table:
+that AlohaS2RPick policy lifts both objects (each arm in its own frame), then the insertion
+policy takes over (`phase1="policy"`, `episode_length` 160); "lifted" counts the episodes where
+both objects were picked. Starts and randomised models are drawn from `--seed`, far
 from the seeds the trainer uses (its training envs and its own held-out evaluation), so the figure
 is independent of any choice made on the trainer's evaluations.
 """
@@ -28,8 +35,9 @@ import numpy as np  # noqa: E402
 
 from playground import cli_checks, registry  # noqa: E402
 from playground.deploy.export_cli import load_env  # noqa: E402
+from playground.envs.aloha import composite, peg_insertion  # noqa: E402
 from playground.files import atomic, policy_file  # noqa: E402
-from playground.training import evaluate  # noqa: E402
+from playground.training import evaluate, run_files  # noqa: E402
 from playground.training.ppo import bind_randomizer  # noqa: E402
 
 # Not a trainer seed: training draws from seed and seed + 7, its evaluation from seed + 1,000,003.
@@ -51,6 +59,7 @@ def run_episodes(
     make_record: Callable[[Any], Callable[[Any], Any]],
     impl: str | None = None,
     domain_randomization: bool | None = None,
+    env_overrides: dict[str, Any] | None = None,
 ) -> tuple[Any, bool, Callable[[], Any]]:
     """(env, domain_randomization, run) for `payload`'s run. `run() -> (metrics, recorded)` plays
     `episodes` deterministic episodes (one per env, in one batch) from the starts and randomised
@@ -60,6 +69,12 @@ def run_episodes(
     saved_env = dict(run_config.get("env", {}))
     if impl is not None:
         saved_env["impl"] = impl
+    for key, value in (env_overrides or {}).items():  # "delay.obs_history" sets a nested field
+        *parents, leaf = key.split(".")
+        node = saved_env
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     env = load_env(name, saved_env)
     if domain_randomization is None:
         domain_randomization = bool(run_config.get("domain_randomization", False))
@@ -87,19 +102,27 @@ def evaluate_policy(
     seed: int = DEFAULT_SEED,
     impl: str | None = None,
     domain_randomization: bool | None = None,
+    env_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runs `episodes` deterministic episodes (one per env, in one batch)."""
     env, domain_randomization, run = run_episodes(
         payload,
         episodes,
         seed,
-        lambda env: lambda state: (state.metrics["success"], state.done),
+        lambda env: (
+            lambda state: (
+                state.metrics["success"],
+                state.done,
+                state.info.get("has_switched", state.done),
+            )
+        ),
         impl,
         domain_randomization,
+        env_overrides,
     )
     name = payload["env_name"]
     t0 = time.perf_counter()
-    metrics, (success, done) = run()
+    metrics, (success, done, switched) = run()
     metrics = {k: float(v) for k, v in metrics.items()}
     successes = round(metrics["eval/success_rate"] * episodes)
     # A failure either never reached the goal or lost it (a dropped object) before the end.
@@ -108,6 +131,9 @@ def evaluate_policy(
     in_episode = (np.cumsum(done, axis=0) - done) == 0
     reached = int(np.sum(np.any((success > 0) & in_episode, axis=0)))
     low, high = wilson_interval(successes, episodes)
+    extra = {}
+    if env.config.get("phase1", "lifted") != "lifted":
+        extra["lifted_both"] = int(np.sum(np.any((np.asarray(switched) > 0) & in_episode, axis=0)))
     return {
         "env_name": name,
         "impl": env.config.impl,
@@ -119,6 +145,8 @@ def evaluate_policy(
         "success_95ci": [low, high],
         "reached_goal_at_some_step": reached,
         "episode_reward": metrics["eval/episode_reward"],
+        "env_overrides": dict(env_overrides or {}),
+        **extra,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -131,11 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=cli_checks.positive_int, default=256)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--impl", choices=("jax", "warp", "native"), default=None)
+    cli_checks.add_bool(
+        p, "domain_randomization", None, "randomise physics (default: as the policy was trained)"
+    )
     p.add_argument(
-        "--domain_randomization",
-        action=argparse.BooleanOptionalAction,
+        "--env_config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the env config the policy was trained with (repeatable)",
+    )
+    p.add_argument(
+        "--pick_policy",
+        type=Path,
         default=None,
-        help="default: as the policy was trained",
+        help="AlohaS2RPick policy: evaluate an insertion teacher on the whole task",
     )
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = p.parse_args(argv)
@@ -143,11 +181,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             # Checked now: the result is written only after every episode has run.
             cli_checks.check_writable_file(args.json, "--json")
-        payload = policy_file.read_policy(args.policy)
-    except (FileNotFoundError, policy_file.PolicyFileError, cli_checks.UsageError) as e:
+        overrides = run_files.parse_overrides(args.env_config, "--env_config")
+        if args.pick_policy is not None:
+            _, payload = composite.read(args.pick_policy, args.policy)
+            overrides = {
+                "phase1": "policy",
+                "pick_policy_path": str(args.pick_policy),
+                "episode_length": peg_insertion.WHOLE_TASK_EPISODE_LENGTH,
+                **overrides,
+            }
+        else:
+            payload = policy_file.read_policy(args.policy)
+    except (
+        FileNotFoundError,
+        policy_file.PolicyFileError,
+        cli_checks.UsageError,
+        ValueError,
+    ) as e:
         p.exit(2, f"eval_policy.py: error: {e}\n")
     result = evaluate_policy(
-        payload, args.episodes, args.seed, args.impl, args.domain_randomization
+        payload, args.episodes, args.seed, args.impl, args.domain_randomization, overrides
     )
     result["command"] = " ".join(["python scripts/eval_policy.py", *(argv or sys.argv[1:])])
     low, high = result["success_95ci"]
@@ -156,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['env_name']} ({result['impl']}, DR {'on' if dr else 'off'}): "
         f"{result['successes']}/{result['episodes']} = {result['success_rate']:.1%} success "
         f"(95% CI {low:.1%} to {high:.1%}); {result['reached_goal_at_some_step']} reached the goal "
-        f"at some step; mean return {result['episode_reward']:.1f}; "
+        f"at some step; "
+        + (f"{result['lifted_both']} lifted both objects; " if "lifted_both" in result else "")
+        + f"mean return {result['episode_reward']:.1f}; "
         f"{result['seconds']:.0f} s with compilation"
     )
     if args.json:

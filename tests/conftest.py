@@ -253,3 +253,37 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     """Angle of the rotation taking orientation `a` to `b` (3x3 matrices), in degrees."""
     cos = np.clip((np.trace(a.T @ b) - 1.0) / 2.0, -1.0, 1.0)
     return float(np.rad2deg(np.arccos(cos)))
+
+
+def random_policy_file(path, env_name: str, seed: int = 0) -> Path:
+    """A policy file in the teacher format for `env_name`, with untrained (random) weights."""
+    from brax.training.acme import running_statistics, specs
+    from brax.training.agents.ppo import networks as ppo_networks
+
+    from playground.files import policy_file
+
+    env = registry.load(env_name)
+    obs_size = env.observation_size
+    nets = ppo_networks.make_ppo_networks(
+        obs_size,
+        env.action_size,
+        preprocess_observations_fn=running_statistics.normalize,
+        policy_hidden_layer_sizes=(16, 16),
+        value_hidden_layer_sizes=(16,),
+        policy_obs_key="state",
+        value_obs_key="privileged_state",
+    )
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    normalizer = running_statistics.init_state(
+        {k: specs.Array(v, jnp.float32) for k, v in obs_size.items()}
+    )
+    params = (normalizer, nets.policy_network.init(k1), nets.value_network.init(k2))
+    return policy_file.save_policy(
+        path,
+        env_name=env_name,
+        params=params,
+        observation_size=obs_size,
+        action_size=env.action_size,
+        policy_hidden_layer_sizes=(16, 16),
+        value_hidden_layer_sizes=(16,),
+    )

@@ -1,5 +1,7 @@
 """AlohaS2RPegInsertion: lifted start, success geometry, drop, and the policy-driven phase 1."""
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -10,7 +12,7 @@ from mujoco import mjx
 from playground import registry
 from playground.files import policy_file
 
-from .conftest import rotation_angle_deg, set_free_body
+from .conftest import random_policy_file, rotation_angle_deg, set_free_body
 
 
 def _in_gripper(state, arm, obj) -> np.ndarray:
@@ -117,14 +119,31 @@ def test_success_when_inserted_not_before(peg, terms_at):
         assert float(off_axis) < 1e-4
         results[depth] = terms
     assert float(results[0.04]["success"]) == 1.0
+    lead = env.config.insertion_lead_m
     assert float(results[0.04]["insertion"]) == pytest.approx(
-        0.04 / env.config.insertion_depth_m, abs=1e-3
+        (0.04 + lead) / (env.config.insertion_depth_m + lead), abs=1e-3
     )
+    assert 0.0 < float(results[0.01]["insertion"]) < float(results[0.04]["insertion"])
     assert float(results[0.04]["alignment"]) == pytest.approx(1.0, abs=1e-5)
     assert float(results[0.01]["success"]) == 0.0  # not deep enough
     assert float(results[-0.03]["success"]) == 0.0 and float(results[-0.03]["insertion"]) == 0.0
-    # Approach grows as the tip nears the entrance.
+    # Approach grows as the tip nears the entrance; the axis term counts near it only.
     assert float(results[0.01]["approach"]) > float(results[-0.03]["approach"])
+    assert float(results[0.01]["axis"]) == pytest.approx(1.0, abs=1e-3)
+    assert float(results[-0.03]["axis"]) == 0.0
+    # Shifted 4 mm (the clearance is 2 mm) and turned 10 degrees about the peg's centre, which
+    # moves its tip another 8 mm: both terms drop steeply.
+    pos, quat = _inserted_pose(sp, srot, -0.01)
+    q = qpos.copy()
+    q[peg_obj.qpos_adr : peg_obj.qpos_adr + 3] = pos + 0.004 * srot[:, 1]
+    turn = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(turn, srot[:, 2], np.deg2rad(10.0))
+    q_turned = np.zeros(4)
+    mujoco.mju_mulQuat(q_turned, turn, quat)
+    q[peg_obj.qpos_adr + 3 : peg_obj.qpos_adr + 7] = q_turned
+    off, _ = terms_at(jnp.asarray(q))
+    assert 0.05 < float(off["axis"]) < 0.4, off["axis"]
+    assert 0.1 < float(off["alignment"]) < 0.3, off["alignment"]
 
 
 def test_drop_terminates_with_penalty(peg):
@@ -138,35 +157,7 @@ def test_drop_terminates_with_penalty(peg):
 
 
 def _random_pick_policy(path, seed=0):
-    """A policy file in the teacher format, with untrained (random) weights."""
-    from brax.training.acme import running_statistics, specs
-    from brax.training.agents.ppo import networks as ppo_networks
-
-    pick_env = registry.load("AlohaS2RPick")
-    obs_size = pick_env.observation_size
-    nets = ppo_networks.make_ppo_networks(
-        obs_size,
-        pick_env.action_size,
-        preprocess_observations_fn=running_statistics.normalize,
-        policy_hidden_layer_sizes=(16, 16),
-        value_hidden_layer_sizes=(16,),
-        policy_obs_key="state",
-        value_obs_key="privileged_state",
-    )
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    normalizer = running_statistics.init_state(
-        {k: specs.Array(v, jnp.float32) for k, v in obs_size.items()}
-    )
-    params = (normalizer, nets.policy_network.init(k1), nets.value_network.init(k2))
-    return policy_file.save_policy(
-        path,
-        env_name="AlohaS2RPick",
-        params=params,
-        observation_size=obs_size,
-        action_size=pick_env.action_size,
-        policy_hidden_layer_sizes=(16, 16),
-        value_hidden_layer_sizes=(16,),
-    )
+    return random_policy_file(path, "AlohaS2RPick", seed)
 
 
 # CI budget (31 s, the suite's 20-minute limit): slow; pytest --slow runs it.
@@ -254,3 +245,59 @@ def test_peg_domain_randomisation(peg):
         and np.all(masses <= 0.044 * 1.5 + 1e-6)
     )
     assert in_axes.actuator_gainprm == 0 and in_axes.geom_size is None
+
+
+def test_switch_state_bank_mixes_into_the_lifted_starts(tmp_path):
+    """With a bank of pick-policy switch states, `switch_states_prob` of the episodes start from
+    it (qpos and qvel as stored), the others from the scripted lifted states."""
+    from playground.files import state_bank
+
+    base = registry.load("AlohaS2RPegInsertion")
+    lifted_qpos, lifted_ctrl = base.lifted_bank
+    marked = lifted_qpos[:2].copy()
+    marked[:, base.objects[0].qpos_adr] += 0.01  # a socket x no lifted state has
+    qvel = np.zeros((2, base.mj_model.nv), np.float32)
+    qvel[:, base.objects[1].dof_adr] = 0.05
+    path = tmp_path / "bank.npz"
+    state_bank.save(path, marked, qvel, lifted_ctrl[:2], {"env_name": "AlohaS2RPegInsertion"})
+
+    def starts(prob):
+        env = registry.load(
+            "AlohaS2RPegInsertion",
+            config_overrides={"switch_states_path": str(path), "switch_states_prob": prob},
+        )
+        state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), 256))
+        x = np.asarray(state.data.qpos[:, base.objects[0].qpos_adr])
+        from_bank = np.isin(np.round(x, 5), np.round(marked[:, base.objects[0].qpos_adr], 5))
+        return from_bank, np.asarray(state.data.qvel[:, base.objects[1].dof_adr])
+
+    from_bank, v = starts(0.8)
+    assert 0.7 < from_bank.mean() < 0.9, from_bank.mean()
+    np.testing.assert_allclose(v[from_bank], 0.05, atol=1e-6)
+    np.testing.assert_allclose(v[~from_bank], 0.0, atol=1e-6)
+    assert not starts(0.0)[0].any() and starts(1.0)[0].all()
+    with pytest.raises(ValueError, match="switch_states_prob"):
+        registry.load(
+            "AlohaS2RPegInsertion",
+            config_overrides={"switch_states_path": str(path), "switch_states_prob": 1.5},
+        )
+
+
+# CI budget (the suite's 20-minute limit): slow; pytest --slow runs it.
+@pytest.mark.slow
+def test_switch_states_script_keeps_the_states_where_both_objects_rose(tmp_path):
+    from playground.files import state_bank
+
+    from .conftest import load_script
+
+    out = tmp_path / "switch.npz"
+    policy = Path(__file__).resolve().parents[1] / "params/aloha_s2r_pick_native/policy.safetensors"
+    stats = load_script("switch_states").main(
+        ["--pick_policy", str(policy), "--episodes", "8", "--max_steps", "50", "--out", str(out)]
+    )
+    env = registry.load("AlohaS2RPegInsertion")
+    bank = state_bank.load(out, env.mj_model)
+    assert len(bank["qpos"]) == stats["switched"] >= 7
+    z = bank["qpos"][:, [o.qpos_adr + 2 for o in env.objects]]
+    assert np.all(z > env.config.switch_height_m)
+    assert bank["meta"]["pick_policy"] == str(policy)

@@ -56,16 +56,16 @@ CASES = [
     ("train_jax_ppo", [*TEACHER, "--logdir", "{file}"], "--logdir"),
     ("train_jax_ppo", [*TEACHER, "--logdir", "{under}"], "--logdir"),
     # experimental/train_dagger.py
-    ("train_dagger", [*DAGGER, "--num-envs", "0"], "--num-envs"),
+    ("train_dagger", [*DAGGER, "--num-envs", "0"], "--num_envs"),
     ("train_dagger", [*DAGGER, "--num_envs", "-3"], "--num_envs"),
-    ("train_dagger", [*DAGGER, "--batch-size", "-1"], "--batch-size"),
+    ("train_dagger", [*DAGGER, "--batch-size", "-1"], "--batch_size"),
     ("train_dagger", [*DAGGER, "--iterations", "0"], "--iterations"),
-    ("train_dagger", [*DAGGER, "--eval-every", "0"], "--eval-every"),
-    ("train_dagger", [*DAGGER, "--num-eval-envs", "0"], "--num-eval-envs"),
-    ("train_dagger", [*DAGGER, "--beta-decay", "2"], "--beta-decay"),
-    ("train_dagger", [*DAGGER, "--learning-rate", "nan"], "--learning-rate"),
+    ("train_dagger", [*DAGGER, "--eval-every", "0"], "--eval_every"),
+    ("train_dagger", [*DAGGER, "--num-eval-envs", "0"], "--num_eval_envs"),
+    ("train_dagger", [*DAGGER, "--beta-decay", "2"], "--beta_decay"),
+    ("train_dagger", [*DAGGER, "--learning-rate", "nan"], "--learning_rate"),
     ("train_dagger", [*DAGGER, "--hidden", "256", "0"], "--hidden"),
-    ("train_dagger", [*DAGGER, "--num-videos", "-1"], "--num-videos"),
+    ("train_dagger", [*DAGGER, "--num-videos", "-1"], "--num_videos"),
     ("train_dagger", [*DAGGER, "--updates-per-iteration", "60"], "update_unroll"),
     ("train_dagger", [*DAGGER, "--logdir", "{file}"], "--logdir"),
     ("train_dagger", [*DAGGER, "--logdir", "{under}"], "--logdir"),
@@ -82,9 +82,9 @@ CASES = [
     ("sim2sim", [*SIM2SIM, "--steps", "-5"], "--steps"),
     ("sim2sim", [*SIM2SIM, "--watchdog_s", "0"], "--watchdog_s"),
     ("sim2sim", [*SIM2SIM, "--watchdog_s", "nan"], "--watchdog_s"),
-    ("sim2sim", [*SIM2SIM, "--sensor-noise", "-1"], "--sensor-noise"),
+    ("sim2sim", [*SIM2SIM, "--sensor-noise", "-1"], "--sensor_noise"),
     ("sim2sim", [*SIM2SIM, "--episodes", "0"], "--episodes"),
-    ("sim2sim", [*SIM2SIM, "--max-faults", "0"], "--max-faults"),
+    ("sim2sim", [*SIM2SIM, "--max-faults", "0"], "--max_faults"),
     ("sim2sim", [*SIM2SIM, "--json", "{under}"], "--json"),
     ("sim2sim", [*SIM2SIM, "--json", "{tmp}"], "--json"),
     # scripts/eval_policy.py
@@ -296,3 +296,34 @@ def test_number_checks():
             check(bad)
     with pytest.raises(argparse.ArgumentTypeError, match="did you mean 'relu'"):
         cli_checks.choice(("relu", "tanh"))("rlu")
+
+
+def test_every_cli_takes_absl_flags_and_the_dashed_aliases():
+    """One convention (playground/cli_checks.py): underscores and `--flag` / `--noflag`, with
+    the dashed spellings and `--no-flag` accepted as aliases; unknown flags still fail."""
+    from playground.deploy import export_cli, sim2sim
+    from playground.training import distill, teacher
+
+    t = teacher.build_parser()
+    a = t.parse_args(["--num-evals", "3", "--no-domain-randomization", "--use_tb=false"])
+    assert (a.num_evals, a.domain_randomization, a.use_tb) == (3, False, False)
+    a = t.parse_args(["--num_evals=4", "--domain_randomization", "--noprogress"])
+    assert (a.num_evals, a.domain_randomization, a.progress) == (4, True, False)
+    d = distill.build_parser()
+    a = d.parse_args(["--domain-randomization", "--env-name", "FrankaReachStereo", "--no-tb"])
+    assert (a.domain_randomization, a.env_name, a.tb, a.progress) == (
+        True,
+        "FrankaReachStereo",
+        False,
+        True,
+    )
+    a = d.parse_args(["--no-progress", "--nofreeze_encoder"])
+    assert (a.progress, a.freeze_encoder) == (False, False)
+    s = sim2sim.build_parser()
+    a = s.parse_args(["--onnx", "x.onnx", "--sensor-noise", "1", "--no-mjx", "--nolatency"])
+    assert (a.sensor_noise, a.mjx, a.latency) == (1.0, False, False)
+    e = export_cli.build_parser()
+    assert e.parse_args(["--checkpoint-path", "run", "--pick-policy", "p"]).pick_policy == "p"
+    for parser, bad in ((t, "--num-evalz"), (s, "--no-such-flag"), (d, "--nodomain")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*(["--onnx", "x"] if parser is s else []), bad])

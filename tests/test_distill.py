@@ -14,7 +14,8 @@ from playground.files import policy_file
 from playground.training import checkpoint, distill
 from tests.conftest import TINY_STEPS
 
-# The learning test: FrankaReachStereo through both stereo cameras at 48x48, the README's command.
+# The learning test: FrankaReachStereo through both stereo cameras at 48x48, the command of
+# docs/distillation.md.
 # It takes about 5 minutes on 2 cores, which the 20-minute CI budget cannot hold next to the rest,
 # so it is `slow`; CI runs the same CLI on a tiny budget (`tiny_dagger_run`) for outputs and resume.
 ENV_FLAGS = [
@@ -143,7 +144,7 @@ def test_bad_task_and_resume_flags_are_errors(tmp_path, capsys):
     assert "Did you mean 'FrankaReach'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         distill.main(["--load-checkpoint-path", str(tmp_path), "--batch-size", "4"])
-    assert "--batch-size" in capsys.readouterr().err
+    assert "--batch_size" in capsys.readouterr().err
 
 
 def test_camera_grid_puts_cameras_side_by_side_and_depth_below():

@@ -90,3 +90,16 @@ def test_bad_files_and_inputs_are_clear_errors(exported, tmp_path, capsys):
     with pytest.raises(SystemExit):
         export_cli.main(["--checkpoint_path", str(corrupt)])
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_export_prints_our_line_not_library_noise(tiny_dagger_run, tmp_path, capsys, caplog):
+    """Exporting the conv student used to log six onnx_ir 'value type ... is not known'
+    warnings: the console shows the result line only."""
+    import logging
+
+    source = tiny_dagger_run[0] / "student.safetensors"
+    with caplog.at_level(logging.WARNING):
+        export_cli.main(["--checkpoint_path", str(source), "--output_dir", str(tmp_path)])
+    assert not [r for r in caplog.records if r.name.startswith("onnx_ir")], caplog.records
+    out = capsys.readouterr()
+    assert out.out.startswith("student: ") and "onnx_ir" not in out.err

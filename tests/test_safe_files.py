@@ -172,12 +172,12 @@ def test_scripts_refuse_a_pickle_with_one_line(tmp_path, capsys):
 
 
 def test_teacher_resume_refuses_a_legacy_best_policy(tmp_path):
-    from playground.training import teacher
+    from playground.training import ppo_run
 
     path, marker = _evil(tmp_path, policy_file.BEST_POLICY_FILE.replace(".safetensors", ".pkl"))
     # Resuming without it would forget the best policy of the run's earlier part.
     with pytest.raises(policy_file.LegacyPolicyFileError, match="best_policy.pkl"):
-        teacher._best_success(tmp_path / policy_file.BEST_POLICY_FILE)
+        ppo_run.best_success(tmp_path / policy_file.BEST_POLICY_FILE)
     assert not marker.exists()
 
 
@@ -538,3 +538,41 @@ def test_all_checkpoints_damaged_is_one_clear_error(tmp_path):
         shutil.rmtree(root / step / "state")
     with pytest.raises(checkpoint.CheckpointError, match="older checkpoint"):
         checkpoint.restore(tmp_path, STATE)
+
+
+def test_state_banks_hold_arrays_only_and_fit_their_scene(tmp_path):
+    """A state bank (.npz) is read without pickle, and one for another scene, with NaNs or with
+    an object array (which would need pickle) is refused with the file's name and the reason."""
+    import mujoco
+
+    from playground.envs.aloha import constants as c
+    from playground.files import state_bank
+
+    m = mujoco.MjModel.from_xml_path(str(c.PEG_INSERTION_XML))
+    good = tmp_path / "bank.npz"
+    q, v, u = np.zeros((3, m.nq)), np.zeros((3, m.nv)), np.zeros((3, m.nu))
+    state_bank.save(good, q, v, u, {"env_name": "AlohaS2RPegInsertion"})
+    bank = state_bank.load(good, m)
+    assert bank["qpos"].shape == (3, m.nq) and bank["meta"]["env_name"] == "AlohaS2RPegInsertion"
+
+    wrong = tmp_path / "wrong.npz"
+    state_bank.save(wrong, np.zeros((3, m.nq + 1)), v, u, {})
+    nan = tmp_path / "nan.npz"
+    state_bank.save(nan, np.full((3, m.nq), np.nan), v, u, {})
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, qpos=np.array([object()], dtype=object), qvel=v, ctrl=u, meta="{}")
+    lacking = tmp_path / "lacking.npz"
+    np.savez(lacking, qpos=q)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file")
+    for path, why in (
+        (wrong, "shape"),
+        (nan, "non-finite"),
+        (objects, "not a readable state bank"),
+        (lacking, "lacks qvel, ctrl, meta"),
+        (junk, "not a readable state bank"),
+        (tmp_path / "missing.npz", "no such state bank"),
+    ):
+        with pytest.raises(state_bank.StateBankError, match=why) as e:
+            state_bank.load(path, m)
+        assert path.name in str(e.value)

@@ -77,7 +77,10 @@ def test_card_headline_evaluation_lands_in_its_interval(card_path):
     card, payload = _shipped(card_path.with_suffix(""))
     headline = card["independent_evaluations"][0]
     result = load_script("eval_policy").evaluate_policy(
-        payload, headline["episodes"], headline["seed"]
+        payload,
+        headline["episodes"],
+        headline["seed"],
+        env_overrides=headline.get("env_overrides"),
     )
     lo, hi = headline["success_95ci"]
     assert lo <= result["success_rate"] <= hi, (result, headline)

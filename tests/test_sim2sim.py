@@ -162,7 +162,10 @@ def test_an_invalid_action_never_enters_the_servo_memory(exact_reach):
             builder.command(bad)
     # The task's hook itself, given NaN: the targets held, the memory as it was.
     qpos, qvel = reading.qpos.astype(np.float32), reading.qvel.astype(np.float32)
-    ctrl, after = builder._command(qpos, qvel, builder._ctrl, builder.memory, jnp.full(3, jnp.nan))
+    no_objects = np.zeros((0, 7), np.float32)  # FrankaReach tracks none
+    ctrl, after = builder._command(
+        qpos, qvel, builder._ctrl, no_objects, builder.memory, jnp.full(3, jnp.nan)
+    )
     np.testing.assert_array_equal(np.asarray(ctrl), np.asarray(builder._ctrl))
     for k, v in memory.items():
         np.testing.assert_array_equal(np.asarray(after[k]), v)
@@ -292,8 +295,8 @@ def test_student_runs_on_the_sim_robot_with_rendered_cameras(exported):
 
 
 def test_deploy_errors_are_clear(exported, exact_reach):
-    with pytest.raises(DeployError, match="deployable tasks: .*FrankaReach"):
-        ObservationBuilder(registry.load("AlohaS2RPick"))
+    with pytest.raises(DeployError, match="deployable tasks: .*AlohaS2RPick.*FrankaReach"):
+        ObservationBuilder(registry.load("FrankaGrasp"))
     builder = ObservationBuilder(exact_reach)
     with pytest.raises(DeployError, match="before start"):
         builder.observe(Reading(0.0, np.zeros(9), np.zeros(9)))

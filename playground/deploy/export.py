@@ -2,6 +2,7 @@
 
     model = export.teacher_to_onnx(policy_file.read_policy("run/policy.safetensors"))
     model = export.student_to_onnx(policy_file.read_student("run/student.safetensors"))
+    payload = export.composite_payload(pick_payload, insert_payload)   # the Aloha whole task
     export.check_parity(model, jax_fn, observations)   # raises ParityError past the tolerance
     export.save(model, "policy.onnx", metadata)
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -72,13 +74,43 @@ def student_forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
     return forward
 
 
+def composite_payload(pick: Mapping[str, Any], insert: Mapping[str, Any]) -> dict[str, Any]:
+    """The Aloha composite teacher (`envs/aloha/composite.py`) as one exportable policy: the
+    pick policy on each arm until the phase flag (the last entry of `state`) is set, then the
+    insertion policy. Inputs `pick_state` [B, 2, 47] and `state` [B, 98]."""
+    from playground.envs.aloha import composite
+
+    return {"composite": True, "env_name": composite.INSERT_ENV, "pick": pick, "insert": insert}
+
+
+def composite_forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
+    from playground.envs.aloha import composite
+
+    pick, insert = teacher_forward(payload["pick"]), teacher_forward(payload["insert"])
+
+    def forward(pick_state: jax.Array, state: jax.Array) -> jax.Array:
+        left, right = pick(pick_state[:, 0]), pick(pick_state[:, 1])
+        return composite.combine(state[:, -1], left, right, insert(state))
+
+    return forward
+
+
 def forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
-    """The deterministic policy of a teacher or student file, inputs in `input_specs` order."""
+    """The deterministic policy of a teacher, student or composite, inputs in `input_specs`
+    order."""
+    if payload.get("composite"):
+        return composite_forward(payload)
     return student_forward(payload) if "observation_spec" in payload else teacher_forward(payload)
 
 
 def input_specs(payload: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Input name -> (shape without batch, dtype name) of a teacher or student file."""
+    """Input name -> (shape without batch, dtype name) of a teacher, student or composite."""
+    if payload.get("composite"):
+        pick = input_specs(payload["pick"])["state"][0]
+        return {
+            "pick_state": ((2, *pick), "float32"),
+            "state": input_specs(payload["insert"])["state"],
+        }
     if "observation_spec" in payload:
         return {k: (tuple(s), str(d)) for k, (s, d) in payload["observation_spec"].items()}
     net = payload["network"]
@@ -92,14 +124,24 @@ def to_onnx(payload: Mapping[str, Any], model_name: str) -> onnx.ModelProto:
 
     specs = input_specs(payload)
     inputs = [SimpleNamespace(shape=("B", *s), dtype=np.dtype(d)) for s, d in specs.values()]
-    return convert(
-        forward(payload),
-        inputs,
-        model_name=model_name,
-        input_names=list(specs),
-        output_names=[ACTION_OUTPUT],
-        return_mode="proto",
-    )
+    # onnx_ir warns once per intermediate value whose shape jax2onnx left untyped (the conv
+    # student's reshapes); the graph is complete, so the lines tell a user
+    # nothing (onnx.checker checks the graph before it is written). Only that logger, only while
+    # converting.
+    serde = logging.getLogger("onnx_ir.serde")
+    level = serde.level
+    serde.setLevel(logging.ERROR)
+    try:
+        return convert(
+            forward(payload),
+            inputs,
+            model_name=model_name,
+            input_names=list(specs),
+            output_names=[ACTION_OUTPUT],
+            return_mode="proto",
+        )
+    finally:
+        serde.setLevel(level)
 
 
 def jax_actions(payload: Mapping[str, Any], observations: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -3,12 +3,21 @@
     python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path logs/FrankaReach-<ts>
     python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path RUN/student.safetensors
 
+    python experimental/jax2onnx/aloha_nets_to_onnx.py \
+        --checkpoint_path params/aloha_s2r_peg_insertion_native/policy.safetensors \
+        --pick_policy params/aloha_s2r_pick_native/policy.safetensors
+
 `--checkpoint_path` is a run folder (its `policy.safetensors` teacher and/or `student.safetensors`
 student are exported) or one of those files; legacy `.pkl` files are refused (convert them with
 scripts/convert_policy.py). Each policy becomes `<run>/onnx/<teacher|student>.onnx` (or
-`--output_dir`). Before a file is written, the policy drives its own env for a few steps and the
-ONNX actions on those recorded observations must match JAX's to `--tol` (1e-5); otherwise the
-export fails and nothing is written. Metadata in the file: format, kind, task, inputs (names,
+`--output_dir`). With `--pick_policy`, an AlohaS2RPegInsertion teacher is exported together with
+that AlohaS2RPick policy as the composite teacher of the whole bimanual task (`composite.onnx`:
+the pick policy per arm, then the insertion policy; playground/envs/aloha/composite.py), for the
+env's `phase1="agent"` mode.
+
+Before a file is written, the policy drives its own env for a few steps and the ONNX actions on
+those recorded observations must match JAX's to `--tol` (1e-5); otherwise the export fails and
+nothing is written. Metadata in the file: format, kind, task, inputs (names,
 shapes, dtypes), action range and the env's action scaling, control rate, the env config, the
 SHA-256 of the source file, and the parity result.
 """
@@ -25,6 +34,7 @@ import numpy as np
 
 from playground import cli_checks, registry
 from playground.deploy import export
+from playground.envs.aloha import composite, peg_insertion
 from playground.files import policy_file
 
 FORMAT = "s2r-playground/onnx-policy/v1"
@@ -69,9 +79,28 @@ def load_env(name: str, saved_config: dict[str, Any] | None):
 
 
 def env_of(payload: dict[str, Any]):
-    """The env the policy was trained on, with the run's env config when the file has it."""
+    """The env the policy was trained on, with the run's env config when the file has it; for
+    the composite teacher, the insertion task from the table (`phase1="agent"`)."""
+    if payload.get("composite"):
+        saved = dict(payload["insert"].get("extra", {}).get("config", {}).get("env") or {})
+        saved.update(
+            phase1="agent",
+            pick_policy_path="",
+            switch_states_path="",
+            episode_length=peg_insertion.WHOLE_TASK_EPISODE_LENGTH,
+        )
+        return load_env(payload["env_name"], saved)
     saved = payload.get("extra", {}).get("config", {}).get("env")
     return load_env(payload["env_name"], saved)
+
+
+def policy_fn_of(payload: dict[str, Any]):
+    """`fn(obs, rng) -> action` of a teacher, student or composite payload."""
+    if payload.get("composite"):
+        return composite.CompositeTeacher(payload["pick"], payload["insert"])
+    if "observation_spec" in payload:
+        return policy_file.make_student_fn(payload)
+    return policy_file.make_policy_fn(payload)
 
 
 def record_observations(
@@ -79,11 +108,7 @@ def record_observations(
 ) -> dict[str, np.ndarray]:
     """The policy's inputs `[num_envs * (steps + 1), ...]` along its own rollouts in `env`."""
     specs = export.input_specs(payload)
-    policy = (
-        policy_file.make_student_fn(payload)
-        if "observation_spec" in payload
-        else policy_file.make_policy_fn(payload)
-    )
+    policy = policy_fn_of(payload)
 
     def rollout(key):
         state = env.reset(key)
@@ -129,9 +154,30 @@ def metadata(
 
 
 def export_one(
-    kind: str, source: Path, out_dir: Path, num_envs: int, steps: int, tol: float
+    kind: str,
+    source: Path,
+    out_dir: Path,
+    num_envs: int,
+    steps: int,
+    tol: float,
+    pick_policy: Path | None = None,
 ) -> dict[str, Any]:
     payload = load_payload(kind, source)
+    extra = {}
+    if pick_policy is not None:
+        if kind != "teacher":
+            raise policy_file.PolicyFileError(
+                f"--pick_policy goes with an {composite.INSERT_ENV} teacher, not a {kind} file."
+            )
+        pick, payload = composite.read(pick_policy, source)
+        payload = export.composite_payload(pick, payload)
+        kind = "composite"
+        extra = {
+            "s2r/pick_source": str(pick_policy),
+            "s2r/pick_source_sha256": export.file_sha256(pick_policy),
+        }
+        # Long enough to pass the switch, so the recorded observations hold both phases.
+        steps = max(steps, 60)
     env = env_of(payload)
     model = export.to_onnx(payload, model_name=f"{payload['env_name']}_{kind}")
     observations = record_observations(env, payload, num_envs, steps, seed=0)
@@ -140,7 +186,7 @@ def export_one(
     path = export.save(
         model,
         out_dir / f"{kind}.onnx",
-        metadata(kind, source, payload, env, parity, samples),
+        {**metadata(kind, source, payload, env, parity, samples), **extra},
     )
     return {"kind": kind, "onnx": str(path), "parity_max_abs_diff": parity, "samples": samples}
 
@@ -151,8 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export trained teacher and student policies to ONNX (jax2onnx).",
         allow_abbrev=False,
     )
-    p.add_argument("--checkpoint_path", "--checkpoint-path", required=True, dest="path")
-    p.add_argument("--output_dir", "--output-dir", default=None, help="default: <run>/onnx")
+    p.add_argument("--checkpoint_path", required=True, dest="path")
+    p.add_argument("--output_dir", default=None, help="default: <run>/onnx")
+    p.add_argument(
+        "--pick_policy",
+        default=None,
+        help="an AlohaS2RPick policy file: export the AlohaS2RPegInsertion teacher with it as "
+        "the composite teacher of the whole task (composite.onnx)",
+    )
     p.add_argument(
         "--parity_envs",
         type=cli_checks.positive_int,
@@ -187,23 +239,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results = []
         for kind, source in sources.items():
             out_dir = out_dirs[kind]
+            pick = Path(args.pick_policy) if args.pick_policy else None
             result = export_one(
-                kind, source, out_dir, args.parity_envs, args.parity_steps, args.tol
+                kind, source, out_dir, args.parity_envs, args.parity_steps, args.tol, pick
             )
             print(
-                f"{kind}: {result['onnx']} (ONNX vs JAX max abs diff "
+                f"{result['kind']}: {result['onnx']} (ONNX vs JAX max abs diff "
                 f"{result['parity_max_abs_diff']:.2g} on {result['samples']} recorded observations)"
             )
             results.append(result)
         return results
-    except (
-        FileNotFoundError,
-        policy_file.PolicyFileError,
-        export.ParityError,
-        KeyError,
-        cli_checks.UsageError,
-    ) as e:
+    except (FileNotFoundError, export.ParityError, cli_checks.UsageError) as e:
         cli_checks.exit_usage(parser, e)
+
+
+def cli() -> int:
+    """The `s2r-export-onnx` console command."""
+    main()
+    return 0
 
 
 if __name__ == "__main__":

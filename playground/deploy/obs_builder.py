@@ -4,14 +4,16 @@ It runs the task's own JAX functions (jitted on the CPU), not a re-implementatio
 that a robot feeds its policy what the policy saw in training and turns actions into targets as
 the env does:
 - the measured joints go into an MJX Data of the task's model and MJX kinematics computes the
-  frames (hand pose, sites) the observation reads, as the env's physics step leaves them;
+  frames (hand pose, sites) the observation reads, as the env's physics step leaves them; so do
+  the tracked objects' poses (`Reading.objects`) of a task that names `ROBOT_OBJECTS` (the
+  Aloha teachers read the block, socket and peg poses, as a perception system reports them);
 - the task's `robot_observation(data, memory)` builds the observation vectors (the same function
   the env's `step` uses, minus the simulated noise and delays: the robot has real ones);
 - the task's `robot_command(data, memory, action)` turns an action into actuator targets (for
   the Franka tasks: the env's goal update and IK servo);
 - camera images of a vision task are stacked as the env stacks them: `rgb` uint8
   `[cams, H, W, 3]`, `depth` float32 `[cams, H, W]`, cameras in the config's order.
-A task is deployable when it defines the `robot_*` hooks (see `FrankaReach`).
+A task is deployable when it defines the `robot_*` hooks (see `FrankaReach`, `AlohaS2RPick`).
 
 One difference is MuJoCo's, not ours: after a physics step the env's frames come from the last
 substep's forward pass, one substep (5 ms) before its joint values, in MJX and MuJoCo C alike;
@@ -30,12 +32,13 @@ from mujoco import mjx
 
 from playground.deploy.robot import Reading
 from playground.deploy.safety import finite_vector
+from playground.errors import UsageError
 
 _SINGLE_DOF = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
 HOOKS = ("robot_task", "robot_memory", "robot_observation", "robot_command", "robot_success")
 
 
-class DeployError(ValueError):
+class DeployError(UsageError):
     """A task, reading or robot that cannot be deployed together, with the reason."""
 
 
@@ -82,6 +85,44 @@ def check_reading(reading: Any, joint_names: tuple[str, ...]) -> tuple[np.ndarra
     return joints[0], joints[1]
 
 
+def object_addresses(m: mujoco.MjModel, names: tuple[str, ...]) -> np.ndarray:
+    """qpos addresses of the free joints of the bodies `names` (7 entries each)."""
+    out = []
+    for n in names:
+        body = m.body(n)
+        if body.jntnum[0] != 1 or int(m.jnt_type[body.jntadr[0]]) != int(
+            mujoco.mjtJoint.mjJNT_FREE
+        ):
+            raise DeployError(f"Tracked object {n!r} is not a free body.")
+        out.append(int(m.jnt_qposadr[body.jntadr[0]]))
+    return np.asarray(out, int)
+
+
+def check_objects(reading: Any, names: tuple[str, ...]) -> np.ndarray:
+    """float32 `[len(names), 7]` poses (unit quaternions) of a reading's tracked objects, or a
+    DeployError saying which object is missing or why its pose is refused."""
+    poses = getattr(reading, "objects", None) or {}
+    if not isinstance(poses, dict):
+        raise DeployError("Reading's objects must map object names to poses.")
+    out = np.zeros((len(names), 7), np.float32)
+    for i, n in enumerate(names):
+        if n not in poses:
+            raise DeployError(
+                f"Reading has no pose of {n!r}; the policy reads the tracked objects {list(names)}."
+            )
+        value, why = finite_vector(poses[n], 7)
+        if value is None:
+            raise DeployError(
+                f"Pose of {n!r} refused ({why}); a pose is [x, y, z, qw, qx, qy, qz]."
+            )
+        norm = float(np.linalg.norm(value[3:]))
+        if not 0.5 < norm < 2.0:
+            raise DeployError(f"Pose of {n!r} has a quaternion of norm {norm:.3g}, not about 1.")
+        out[i, :3] = value[:3]
+        out[i, 3:] = value[3:] / norm
+    return out
+
+
 def home_data(m: mujoco.MjModel) -> mujoco.MjData:
     """The model at its `home` keyframe (or qpos0): the pose of what the robot does not measure."""
     d = mujoco.MjData(m)
@@ -100,6 +141,9 @@ class ObservationBuilder:
         m = env.mj_model
         self.joint_names = tuple(env.ROBOT_JOINTS)
         self.qpos_adr, self.dof_adr = joint_addresses(m, self.joint_names)
+        self.object_names = tuple(getattr(env, "ROBOT_OBJECTS", ()))
+        obj_adr = object_addresses(m, self.object_names)
+        obj_qpos = (obj_adr[:, None] + np.arange(7)).reshape(-1)
         home = home_data(m)
         self._home_ctrl = home.ctrl.astype(np.float32)
         # An MJX Data with the home pose: the robot's joints are written into it per reading.
@@ -110,23 +154,23 @@ class ObservationBuilder:
         self._depth = bool(vision and vision.depth)
         self._image_shape = (int(vision.height), int(vision.width)) if vision else None
 
-        def measured(qpos, qvel, ctrl):
+        def measured(qpos, qvel, ctrl, objects):
+            full = template.qpos.at[self.qpos_adr].set(qpos)
+            full = full.at[obj_qpos].set(objects.reshape(-1))
             d = template.replace(
-                qpos=template.qpos.at[self.qpos_adr].set(qpos),
-                qvel=template.qvel.at[self.dof_adr].set(qvel),
-                ctrl=ctrl,
+                qpos=full, qvel=template.qvel.at[self.dof_adr].set(qvel), ctrl=ctrl
             )
             # Frames, and com/cdof for the Jacobians the IK servo takes.
             return mjx.com_pos(env.mjx_model, mjx.kinematics(env.mjx_model, d))
 
-        def start(qpos, qvel, ctrl, task):
-            return env.robot_memory(measured(qpos, qvel, ctrl), task)
+        def start(qpos, qvel, ctrl, objects, task):
+            return env.robot_memory(measured(qpos, qvel, ctrl, objects), task)
 
-        def observe(qpos, qvel, ctrl, memory):
-            return env.robot_observation(measured(qpos, qvel, ctrl), memory)
+        def observe(qpos, qvel, ctrl, objects, memory):
+            return env.robot_observation(measured(qpos, qvel, ctrl, objects), memory)
 
-        def command(qpos, qvel, ctrl, memory, action):
-            return env.robot_command(measured(qpos, qvel, ctrl), memory, action)
+        def command(qpos, qvel, ctrl, objects, memory, action):
+            return env.robot_command(measured(qpos, qvel, ctrl, objects), memory, action)
 
         self._start, self._observe = jax.jit(start), jax.jit(observe)
         self._command = jax.jit(command)
@@ -135,29 +179,30 @@ class ObservationBuilder:
         self._ctrl = jnp.asarray(self._home_ctrl)
         self._reading: Reading | None = None
 
-    def _joints(self, reading: Reading) -> tuple[np.ndarray, np.ndarray]:
-        return check_reading(reading, self.joint_names)
+    def _joints(self, reading: Reading) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        qpos, qvel = check_reading(reading, self.joint_names)
+        return qpos, qvel, check_objects(reading, self.object_names)
 
     def start(self, reading: Reading, task: dict[str, Any], targets: np.ndarray | None = None):
         """Begins an episode: `task` holds the operator's inputs (e.g. FrankaReach's target),
         `targets` the actuator targets the robot holds now (default: the home keyframe's)."""
-        qpos, qvel = self._joints(reading)
+        qpos, qvel, objects = self._joints(reading)
         self._ctrl = jnp.asarray(self._home_ctrl if targets is None else targets, jnp.float32)
         task = {k: jnp.asarray(v, jnp.float32) for k, v in task.items()}
-        self.memory = self._start(qpos, qvel, self._ctrl, task)
+        self.memory = self._start(qpos, qvel, self._ctrl, objects, task)
         self._pending = None
         # Compile the per-step functions now (discarding the results), not inside the first
         # control period.
-        self._observe(qpos, qvel, self._ctrl, self.memory)
-        self._command(qpos, qvel, self._ctrl, self.memory, jnp.zeros(self.env.action_size))
+        self._observe(qpos, qvel, self._ctrl, objects, self.memory)
+        self._command(qpos, qvel, self._ctrl, objects, self.memory, jnp.zeros(self.env.action_size))
 
     def observe(self, reading: Reading) -> dict[str, np.ndarray]:
         """The policy's inputs for `reading` (every observation the task defines for a robot)."""
         if self.memory is None:
             raise DeployError("ObservationBuilder.observe before start().")
-        qpos, qvel = self._joints(reading)
+        qpos, qvel, objects = self._joints(reading)
         self._reading = reading
-        built = self._observe(qpos, qvel, self._ctrl, self.memory)
+        built = self._observe(qpos, qvel, self._ctrl, objects, self.memory)
         obs = {k: np.asarray(v) for k, v in built.items()}
         if self._rgb:
             obs["rgb"] = self._stack(reading, "", np.uint8, 3)
@@ -178,9 +223,9 @@ class ObservationBuilder:
         a, why = finite_vector(action, self.env.action_size)
         if a is None:
             raise DeployError(f"Action refused before the servo: {why}.")
-        qpos, qvel = self._joints(self._reading)
+        qpos, qvel, objects = self._joints(self._reading)
         ctrl, memory = self._command(
-            qpos, qvel, self._ctrl, self.memory, jnp.asarray(a, jnp.float32)
+            qpos, qvel, self._ctrl, objects, self.memory, jnp.asarray(a, jnp.float32)
         )
         ctrl = np.asarray(ctrl)
         leaves = jax.tree_util.tree_leaves(memory)

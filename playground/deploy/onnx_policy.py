@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from playground.errors import UsageError
+
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(double)": np.float64}
 
 
-class OnnxPolicyError(ValueError):
+class OnnxPolicyError(UsageError):
     """An ONNX file or an input that cannot be used, with the reason."""
 
 

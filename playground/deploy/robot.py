@@ -25,15 +25,19 @@ class Reading:
 
     `qpos` / `qvel` cover `Robot.joint_names` in that order (rad or m, rad/s or m/s);
     `images` maps a camera name to uint8 RGB `[H, W, 3]`, and `<camera>/depth` to float32 metres
-    `[H, W]` where the robot has depth; `time_s` is when the joints were measured, on
-    `time.monotonic()` of the runner's host (a driver converts its controller's stamps), or on
-    the simulation's clock where `Robot.simulated_time` says so.
+    `[H, W]` where the robot has depth; `objects` maps a tracked object's body name to its world
+    pose `[7]` (position m, then quaternion w, x, y, z) from the cell's perception system (motion
+    capture, fiducials, a pose estimator), for the state-based policies whose task names
+    `ROBOT_OBJECTS`; `time_s` is when the joints were measured, on `time.monotonic()` of the
+    runner's host (a driver converts its controller's stamps), or on the simulation's clock where
+    `Robot.simulated_time` says so.
     """
 
     time_s: float
     qpos: np.ndarray
     qvel: np.ndarray
     images: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    objects: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 class Robot(abc.ABC):

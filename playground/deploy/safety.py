@@ -80,6 +80,9 @@ def real_scalar(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+_ROUNDING = 1e-6  # relative; float32 carries about 7 digits
+
+
 @dataclasses.dataclass(frozen=True)
 class SafetyLimits:
     lower: np.ndarray  # per-joint lower target limit
@@ -205,8 +208,10 @@ class SafetyLayer:
         if t is None:
             return self._refuse("invalid", why)
         clamped = np.clip(t, self.limits.lower, self.limits.upper)
-        if np.any(clamped != t):
-            self._log("joint_limit", f"joints {np.where(clamped != t)[0]} clamped")
+        # A float32 servo clipped to the limits lands within rounding of them: clamped quietly.
+        beyond = np.abs(clamped - t) > _ROUNDING * np.maximum(1.0, np.abs(clamped))
+        if np.any(beyond):
+            self._log("joint_limit", f"joints {np.where(beyond)[0]} clamped")
         lo = self._last - self.limits.max_step
         hi = self._last + self.limits.max_step
         limited = np.clip(clamped, lo, hi)

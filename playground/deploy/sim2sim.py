@@ -5,12 +5,13 @@
 
 The policy runs exactly as on the robot (playground/deploy/runner.py): OnnxPolicy on onnxruntime,
 the observation builder, the task's servo, the safety layer, and a `SimRobot` (native MuJoCo
-physics, `mujoco.Renderer` cameras, the task's latency; `--sensor-noise` for noisy joint readings).
+physics, `mujoco.Renderer` cameras, the task's latency; `--sensor_noise` for noisy joint and
+object readings).
 Episodes start from held-out draws of the env's reset distribution. For reference the same ONNX
-policy also drives the MJX env from the same starts (`--no-mjx` skips it). Printed: success rate on
+policy also drives the MJX env from the same starts (`--nomjx` skips it). Printed: success rate on
 both, the control loop's latency per step (observation + policy + servo + safety) and the policy's
 own, the safety layer's interventions, and the runner's faults (counted by kind; an episode with
-`--max-faults` consecutive faults is stopped). `--json PATH` writes the summary.
+`--max_faults` consecutive faults is stopped). `--json PATH` writes the summary.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from playground import cli_checks
 from playground.cli_checks import nonnegative_float, nonnegative_int, positive_float, positive_int
 from playground.deploy import export_cli, runner
 from playground.deploy.obs_builder import DeployError, ObservationBuilder
-from playground.deploy.onnx_policy import OnnxPolicy, OnnxPolicyError
+from playground.deploy.onnx_policy import OnnxPolicy
 from playground.deploy.safety import SafetyLayer
 from playground.deploy.sim_robot import SimRobot
-from playground.files.policy_file import PolicyFileError
-from playground.training.run_files import write_json
+from playground.files import atomic
 
 # Held-out starts: far from the seeds training and the exporter's parity rollouts use.
 SEED_OFFSET = 10_000
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     safety = SafetyLayer(runner.safety_limits(robot, env, args.watchdog_s))
     keys = jax.random.split(jax.random.PRNGKey(SEED_OFFSET + args.seed), args.episodes)
     steps = args.steps or int(env.config.episode_length)
-    successes, logs = [], []
+    successes, logs, switched = [], [], []
     t0 = time.perf_counter()
     try:
         for i in range(args.episodes):
@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             )
             successes.append(robot.success(task))
+            # The whole Aloha task: did the robot side see both objects lifted (phase 2)?
+            if builder.memory is not None and "has_switched" in builder.memory:
+                switched.append(bool(builder.memory["has_switched"] > 0))
             if args.verbose:
                 log = logs[-1]
                 print(
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency": args.latency,
         "sensor_noise": args.sensor_noise,
         "native_success_rate": float(np.mean(successes)),
+        **({"native_lifted_both_rate": float(np.mean(switched))} if switched else {}),
         "loop_latency": runner.latency_summary([s for g in logs for s in g.loop_latency_s]),
         "policy_latency": runner.latency_summary([s for g in logs for s in g.policy_latency_s]),
         "interventions": interventions,
@@ -139,6 +143,8 @@ def report(s: dict[str, Any]) -> str:
         f"noise {s['sensor_noise']:g} x obs_noise)",
         f"  success, native MuJoCo robot : {s['native_success_rate']:.0%}",
     ]
+    if "native_lifted_both_rate" in s:
+        rows.append(f"  both objects lifted (native) : {s['native_lifted_both_rate']:.0%}")
     if "mjx_success_rate" in s:
         rows.append(f"  success, MJX env (same starts): {s['mjx_success_rate']:.0%}")
     rows += [
@@ -167,14 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=nonnegative_int, default=0, help="per episode (0: episode_length)"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--no-latency",
-        dest="latency",
-        action="store_false",
-        help="no simulated action/observation delay",
+    cli_checks.add_bool(
+        p, "latency", True, "the task's action and observation delays (--nolatency: none)"
     )
     p.add_argument(
-        "--sensor-noise",
+        "--sensor_noise",
         type=nonnegative_float,
         default=0.0,
         help="joint reading noise as a fraction of the task's obs_noise (1 = the env's policy-"
@@ -187,12 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse readings older than this (simulated age plus the loop's wall time)",
     )
     p.add_argument(
-        "--max-faults",
+        "--max_faults",
         type=positive_int,
         default=runner.DEFAULT_MAX_FAULTS,
         help="consecutive faults (each held) before the robot is stopped",
     )
-    p.add_argument("--no-mjx", dest="mjx", action="store_false", help="skip the MJX reference run")
+    cli_checks.add_bool(p, "mjx", True, "also run the MJX env from the same starts (--nomjx: skip)")
     p.add_argument("--json", default=None, help="write the summary here")
     p.add_argument(
         "--verbose", action="store_true", help="per-episode lines and every safety intervention"
@@ -212,19 +215,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # Checked now: the summary is written only after every episode has run.
             cli_checks.check_writable_file(args.json, "--json")
         summary = run(args)
-    except (
-        FileNotFoundError,
-        OnnxPolicyError,
-        DeployError,
-        KeyError,
-        PolicyFileError,
-        cli_checks.UsageError,
-    ) as e:
+    except (FileNotFoundError, cli_checks.UsageError) as e:  # policy, deploy, name errors
         cli_checks.exit_usage(parser, e)
     print(report(summary), flush=True)
     if args.json:
-        write_json(Path(args.json), summary)
+        atomic.write_json(Path(args.json), summary)
     return summary
+
+
+def cli() -> int:
+    """The `s2r-sim2sim` console command."""
+    main()
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from a real one, and nothing of the JAX env's state reaches the policy except th
   random number of control periods, drawn per step from the task's own delay distributions
   (`config.delay`) through the shared buffers of playground/envs/delays.py. Camera images are
   rendered from the current state, as in the env.
+- Tracked objects (`ROBOT_OBJECTS` of the Aloha teachers' tasks): their poses are reported as a
+  perception system would, with the joints' latency; sensor noise adds `sensor_noise` times the
+  task's `obs_noise.object_pos_m` and `object_angle_rad` (uniform, as in the env).
 - Sensor noise (off by default): `sensor_noise` times the task's `config.obs_noise` on the joint
   positions and velocities the robot reports. The env adds that noise to the policy's input
   only, as robustness margin; on a robot the servo computes its targets from the same readings,
@@ -33,7 +36,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from playground.deploy.obs_builder import check_deployable, joint_addresses
+from playground.deploy.obs_builder import check_deployable, joint_addresses, object_addresses
 from playground.deploy.robot import Reading, Robot
 from playground.envs import delays
 
@@ -51,6 +54,8 @@ class SimRobot(Robot):
         self.data = mujoco.MjData(self.model)
         self._names = tuple(env.ROBOT_JOINTS)
         self._qpos_adr, self._dof_adr = joint_addresses(self.model, self._names)
+        self._objects = tuple(getattr(env, "ROBOT_OBJECTS", ()))
+        self._obj_adr = object_addresses(self.model, self._objects)
         self._rng = np.random.default_rng(seed)
         cfg = env.config
         delay = cfg.get("delay") if latency else None
@@ -59,6 +64,14 @@ class SimRobot(Robot):
         noise = cfg.get("obs_noise")
         self._noise = (
             (sensor_noise * noise.qpos_rad, sensor_noise * noise.qvel_rad_s) if noise else (0, 0)
+        )
+        self._obj_noise = (
+            (
+                sensor_noise * noise.get("object_pos_m", 0.0),
+                sensor_noise * noise.get("object_angle_rad", 0.0),
+            )
+            if noise
+            else (0.0, 0.0)
         )
         vision = cfg.get("vision")
         self._renderer = None
@@ -98,8 +111,8 @@ class SimRobot(Robot):
         if self._readings is None:
             raise RuntimeError("SimRobot.read before start_episode().")
         k = self._draw(self._obs_pmf)
-        t, qpos, qvel = self._split(self._readings[k])
-        return Reading(time_s=t, qpos=qpos, qvel=qvel, images=self._render())
+        t, qpos, qvel, objects = self._split(self._readings[k])
+        return Reading(time_s=t, qpos=qpos, qvel=qvel, images=self._render(), objects=objects)
 
     def send(self, targets: np.ndarray) -> None:
         if self._sent is None:
@@ -166,16 +179,35 @@ class SimRobot(Robot):
         return 0 if pmf is None else int(self._rng.choice(len(pmf), p=pmf / pmf.sum()))
 
     def _measure(self) -> np.ndarray:
-        """[time, qpos, qvel] of the robot's joints, with sensor noise, as one vector."""
+        """[time, qpos, qvel, object poses] of the robot's joints and tracked objects, with
+        sensor noise, as one vector."""
         n = len(self._names)
         q_noise, v_noise = self._noise
         qpos = self.data.qpos[self._qpos_adr] + q_noise * self._rng.uniform(-1, 1, n)
         qvel = self.data.qvel[self._dof_adr] + v_noise * self._rng.uniform(-1, 1, n)
-        return np.concatenate([[self.data.time], qpos, qvel])
+        poses = [self._object_pose(adr) for adr in self._obj_adr]
+        return np.concatenate([[self.data.time], qpos, qvel, *poses])
 
-    def _split(self, v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def _object_pose(self, adr: int) -> np.ndarray:
+        pos_noise, angle_noise = self._obj_noise
+        pose = self.data.qpos[adr : adr + 7].copy()
+        pose[:3] += pos_noise * self._rng.uniform(-1, 1, 3)
+        if angle_noise > 0:
+            # A turn of up to angle_noise about a random axis, as the env's perception noise.
+            axis = self._rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            half = 0.5 * angle_noise * self._rng.uniform(-1, 1)
+            turn = np.concatenate([[np.cos(half)], np.sin(half) * axis])
+            out = np.zeros(4)
+            mujoco.mju_mulQuat(out, turn, pose[3:])
+            pose[3:] = out
+        return pose
+
+    def _split(self, v: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, dict]:
         n = len(self._names)
-        return float(v[0]), v[1 : 1 + n].copy(), v[1 + n :].copy()
+        poses = v[1 + 2 * n :].reshape(-1, 7)
+        objects = {name: poses[i].copy() for i, name in enumerate(self._objects)}
+        return float(v[0]), v[1 : 1 + n].copy(), v[1 + n : 1 + 2 * n].copy(), objects
 
     def _render(self) -> dict[str, np.ndarray]:
         if self._renderer is None:

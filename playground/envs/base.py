@@ -22,6 +22,7 @@ from mujoco import mjx
 
 from playground import physics
 from playground.envs.config import apply_overrides
+from playground.errors import UsageError
 
 XML_DIR = Path(__file__).resolve().parents[2] / "xmls"
 
@@ -66,7 +67,7 @@ class MjxEnv(abc.ABC):
         cfg = self._config
         n_substeps = cfg.ctrl_dt / cfg.sim_dt
         if cfg.sim_dt <= 0 or abs(n_substeps - round(n_substeps)) > 1e-6 or round(n_substeps) < 1:
-            raise ValueError(
+            raise UsageError(
                 f"ctrl_dt ({cfg.ctrl_dt}) must be a positive whole multiple of "
                 f"sim_dt ({cfg.sim_dt})."
             )

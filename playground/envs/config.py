@@ -7,6 +7,8 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from playground.errors import UnknownNameError
+
 
 def flat_keys(config: config_dict.ConfigDict, prefix: str = "") -> list[str]:
     keys = []
@@ -34,7 +36,7 @@ def apply_overrides(
         for i, part in enumerate(parts):
             if not isinstance(node, config_dict.ConfigDict) or part not in node:
                 valid = ", ".join(flat_keys(config))
-                raise KeyError(
+                raise UnknownNameError(
                     f"Unknown config key {'.'.join(parts[: i + 1])!r} in override {key!r} for "
                     f"{owner}. Valid keys: {valid}"
                 )

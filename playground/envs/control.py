@@ -44,5 +44,8 @@ class DeltaPositionControl:
     ) -> tuple[jax.Array, jax.Array]:
         """(new targets, new action history) after `action`."""
         history = delays.push(history, action)
-        applied = delays.delayed(history, rng, self.delay_pmf)
-        return jnp.clip(ctrl + self.scale * applied, self.ctrl_lo, self.ctrl_hi), history
+        return self.targets(ctrl, delays.delayed(history, rng, self.delay_pmf)), history
+
+    def targets(self, ctrl: jax.Array, action: jax.Array) -> jax.Array:
+        """New targets for an action applied now (the robot side: its delays are real)."""
+        return jnp.clip(ctrl + self.scale * action, self.ctrl_lo, self.ctrl_hi)

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from playground.errors import UsageError
+
 
 def skewed_delay_pmf(n: int, exponent: float) -> np.ndarray:
     """P(delay = k) proportional to 1 / (k + 1)^exponent for k in [0, n): mostly fresh, a few late.
@@ -19,7 +21,7 @@ def skewed_delay_pmf(n: int, exponent: float) -> np.ndarray:
     exponent 0 gives a uniform delay; n = 1 gives no delay.
     """
     if n < 1:
-        raise ValueError(f"delay history length must be >= 1, got {n}")
+        raise UsageError(f"delay history length must be >= 1, got {n}")
     w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
     return (w / w.sum()).astype(np.float32)
 

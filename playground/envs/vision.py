@@ -27,6 +27,7 @@ from ml_collections import config_dict
 from playground import render
 from playground.envs import visual_dr
 from playground.envs.base import State, sanitize
+from playground.errors import UsageError
 from playground.render import depth_noise
 
 
@@ -78,7 +79,7 @@ class VisionEnv:
         super().__init__(config=config, config_overrides=config_overrides)
         v = self.config.vision
         if not (v.rgb or v.depth):
-            raise ValueError("vision: enable rgb, depth or both.")
+            raise UsageError("vision: enable rgb, depth or both.")
         spec = render.RenderSpec(
             cameras=tuple(v.cameras),
             width=int(v.width),

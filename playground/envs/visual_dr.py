@@ -20,6 +20,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from playground.envs.randomize import small_rotation
+from playground.errors import UsageError
 
 
 def default_config() -> config_dict.ConfigDict:
@@ -42,7 +43,7 @@ def geom_ids(mj_model: mujoco.MjModel, names) -> np.ndarray:
     for name in names:
         i = mujoco.mj_name2id(mj_model, mujoco.mjtObj.mjOBJ_GEOM, name)
         if i < 0:
-            raise ValueError(f"visual_dr: no geom named {name!r} in the model.")
+            raise UsageError(f"visual_dr: no geom named {name!r} in the model.")
         ids.append(i)
     return np.asarray(ids, np.int32)
 

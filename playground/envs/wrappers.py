@@ -20,6 +20,7 @@ from mujoco import mjx
 
 from playground.compat import ensure_brax_compat
 from playground.envs.base import MjxEnv, State
+from playground.errors import UnknownNameError, UsageError
 
 Randomizer = Callable[[mjx.Model], tuple[mjx.Model, mjx.Model]]
 
@@ -77,7 +78,7 @@ class EpisodeWrapper(Wrapper):
     def __init__(self, env: Any, episode_length: int, action_repeat: int = 1):
         super().__init__(env)
         if episode_length < 1 or action_repeat < 1:
-            raise ValueError("episode_length and action_repeat must be >= 1")
+            raise UsageError("episode_length and action_repeat must be >= 1")
         self.episode_length = int(episode_length)
         self.action_repeat = int(action_repeat)
 
@@ -175,9 +176,9 @@ class SelectObservation(Wrapper):
         super().__init__(env)
         sizes = env.unwrapped.observation_size
         if key not in sizes:
-            raise KeyError(f"observation key {key!r} not in {sorted(sizes)}")
+            raise UnknownNameError(f"observation key {key!r} not in {sorted(sizes)}")
         if len(sizes[key]) != 1:
-            raise ValueError(f"observation {key!r} has shape {sizes[key]}; a flat vector is needed")
+            raise UsageError(f"observation {key!r} has shape {sizes[key]}; a flat vector is needed")
         self.key = key
 
     @property

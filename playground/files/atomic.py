@@ -9,9 +9,11 @@ permissions (`tempfile.mkstemp` would leave 0o600 and lock other users of a shar
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -55,3 +57,8 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """`payload` as indented JSON (keys sorted; anything else JSON cannot hold as its str)."""
+    return write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from playground.errors import UsageError
 from playground.files import atomic
 
 FORMAT = "s2r-playground/ppo-policy/v2"
@@ -66,7 +67,7 @@ STUDENT_NETWORK_KEYS = (
 _META_KEY = "s2r"  # header metadata entry holding the JSON payload
 
 
-class PolicyFileError(ValueError):
+class PolicyFileError(UsageError):
     """A policy file exists but cannot be used (corrupt, wrong format, wrong env or shapes)."""
 
 
@@ -378,22 +379,12 @@ def read_student(path: str | os.PathLike, env_name: str | None = None) -> dict[s
 
 def ppo_networks_of(payload: Mapping[str, Any]) -> Any:
     """brax's PPO networks described by a teacher file (params not included)."""
-    from brax.training.acme import running_statistics
-    from brax.training.agents.ppo import networks as ppo_networks
+    from playground.networks.ppo import make_ppo_networks
 
     net = payload["network"]
     if net["activation"] not in ACTIVATIONS:
         raise PolicyFileError(f"activation {net['activation']!r} not in {ACTIVATIONS}")
-    return ppo_networks.make_ppo_networks(
-        observation_size={k: tuple(v) for k, v in net["observation_size"].items()},
-        action_size=net["action_size"],
-        preprocess_observations_fn=running_statistics.normalize,
-        policy_hidden_layer_sizes=tuple(net["policy_hidden_layer_sizes"]),
-        value_hidden_layer_sizes=tuple(net["value_hidden_layer_sizes"]),
-        activation=getattr(jax.nn, net["activation"]),
-        policy_obs_key=net["policy_obs_key"],
-        value_obs_key=net["value_obs_key"],
-    )
+    return make_ppo_networks(**{k: net[k] for k in TEACHER_NETWORK_KEYS})
 
 
 def make_policy_fn(

@@ -15,6 +15,7 @@ import jax
 import mujoco
 from mujoco import mjx
 
+from playground.errors import UsageError
 from playground.physics import native
 
 IMPLS: tuple[str, ...] = ("jax", "warp", "native")
@@ -35,7 +36,7 @@ def available_impls() -> list[str]:
 def check_impl(impl: str) -> str:
     """Returns `impl` if it can run here, else raises a ValueError that says why and what can."""
     if impl not in IMPLS:
-        raise ValueError(f"Unknown physics impl {impl!r}; choose one of {list(IMPLS)}.")
+        raise UsageError(f"Unknown physics impl {impl!r}; choose one of {list(IMPLS)}.")
     if impl in available_impls():
         return impl
     if impl == "warp":
@@ -49,7 +50,7 @@ def check_impl(impl: str) -> str:
             f"the default backend here is {jax.default_backend()!r} (use 'jax' or 'warp' there, "
             f"or JAX_PLATFORMS=cpu)"
         )
-    raise ValueError(f"Physics impl {impl!r} {why}. Available here: {available_impls()}.")
+    raise UsageError(f"Physics impl {impl!r} {why}. Available here: {available_impls()}.")
 
 
 def _mjx_impl(impl: str) -> str:

@@ -1,6 +1,6 @@
 """`impl="native"`: the batch's physics steps run in MuJoCo's C engine, called from jitted code.
 
-Why: on a CPU, MuJoCo C steps our scenes one to two orders of magnitude faster than MJX-JAX, so
+Why: on a CPU, MuJoCo C steps our scenes far faster than MJX-JAX (docs/cpu_performance.md), so
 teachers can train without a GPU. The env API stays the same: `MjxEnv.physics_step` hands the
 batch to `NativePhysics.step`, which returns an `mjx.Data` as `mjx.step` would.
 

@@ -9,8 +9,9 @@
 - `madrona`: Madrona-MJX (`madrona`), only where `import madrona_mjx` works (CUDA, jax<0.6).
 
 `auto` picks the fastest available backend on the current device by `scripts/bench_render.py`:
-on CPU that is `jax` (see the README's table). No GPU was available to measure on; there `auto`
-prefers `warp` when it is installed (MuJoCo-Warp is built for CUDA) and otherwise `jax`.
+on CPU that is `jax` (docs/rendering.md, "Rendering speed"). No GPU was available to measure on;
+there `auto` prefers `warp` when it is installed (MuJoCo-Warp is built for CUDA) and otherwise
+`jax`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ training wrapper's `vmap` it sees the batch, so the switch stays a real branch r
 `select` that computes every branch.
 
 Why broadcast multiply-adds instead of `einsum` for the per-pixel transforms: XLA:CPU does not
-fuse `dot_general`, and materialising the products cost 3x (measured in the rendering research).
+fuse `dot_general`, and materialising the products was much slower (docs/rendering.md).
 """
 
 from __future__ import annotations

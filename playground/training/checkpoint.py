@@ -22,11 +22,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from playground.errors import UsageError
+
 CHECKPOINT_DIR = "checkpoints"
 COMMIT_MARKER = "_CHECKPOINT_METADATA"  # orbax writes it once the step folder is complete
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UsageError):
     """A checkpoint that cannot be used, with the path and the reason in the message."""
 
 

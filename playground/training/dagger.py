@@ -28,14 +28,15 @@ from ml_collections import config_dict
 
 from playground.envs.base import MjxEnv
 from playground.envs.wrappers import Randomizer, wrap_for_brax_training
+from playground.errors import UsageError
 from playground.networks.student import Student, pose_loss
 
 STUDENT_KEYS = ("rgb", "depth", "proprio")
 
 
 def default_config() -> config_dict.ConfigDict:
-    # Tuned on FrankaReachStereo at 48x48 on a CPU: 20 iterations bring the student to 91% of
-    # held-out episodes against the teacher's 100% (README, "Student distillation").
+    # Tuned on FrankaReachStereo at 48x48 so that a student learns on a CPU in minutes; the
+    # measured runs are in docs/results.md ("Distillation").
     return config_dict.create(
         num_envs=32,
         unroll_length=20,
@@ -46,7 +47,7 @@ def default_config() -> config_dict.ConfigDict:
         batch_size=128,
         learning_rate=1e-3,
         # The CIFAR features know nothing of where a small object is: fine-tune them at the
-        # same rate (at 1e-4 the held-out pose loss was 1.7x higher after 800 updates).
+        # same rate (a lower rate left the pose loss higher; docs/results.md, "Distillation").
         encoder_learning_rate=1e-3,
         freeze_encoder=False,
         beta_decay=0.85,
@@ -130,7 +131,7 @@ class Dagger:
         self.env, self.teacher, self.student, self.config = env, teacher, student, config
         self.body_id = mujoco.mj_name2id(env.mj_model, mujoco.mjtObj.mjOBJ_BODY, pose_body)
         if self.body_id < 0:
-            raise ValueError(
+            raise UsageError(
                 f"No body named {pose_body!r} for the pose head in {type(env).__name__}."
             )
         self.wrapped = wrap_for_brax_training(env, config.episode_length, 1, randomization_fn)
@@ -139,7 +140,7 @@ class Dagger:
         self.keys = tuple(k for k in STUDENT_KEYS if k in obs)
         self.obs_spec = {k: obs[k] for k in self.keys}
         if config.updates_per_iteration % config.update_unroll:
-            raise ValueError(
+            raise UsageError(
                 f"updates_per_iteration ({config.updates_per_iteration}) must be a multiple of "
                 f"update_unroll ({config.update_unroll})."
             )
@@ -202,9 +203,10 @@ class Dagger:
         """One DAgger iteration: collect and aggregate, then `updates_per_iteration` updates.
 
         Two kinds of jitted calls, not one: XLA on a CPU runs convolutions inside a loop (a
-        `lax.scan` of optax steps) about 6x slower than outside one (jax-ml/jax#12868), so the
-        updates run as `updates_per_iteration / update_unroll` calls of `update_unroll` unrolled
-        steps each. Both calls donate the state, so the buffer is updated in place.
+        `lax.scan` of optax steps) several times slower than outside one (jax-ml/jax#12868; the
+        measurement is in docs/results.md, "Distillation"), so the updates run as
+        `updates_per_iteration / update_unroll` calls of `update_unroll` unrolled steps each.
+        Both calls donate the state, so the buffer is updated in place.
         """
         state, metrics = self._collect(state)
         losses = []

@@ -1,11 +1,12 @@
 """PPO built from brax's parts, with a training state that is checkpointed and resumed whole.
 
 brax's `ppo.train` restores only network params (optimiser state and step counter restart), so the
-loop lives here; the parts are brax's: networks (`make_ppo_networks`, asymmetric actor-critic via
-`policy_obs_key`/`value_obs_key`), the clipped PPO loss with GAE, `generate_unroll`, the running
-observation normaliser and its pmap-aware gradient helper. Data-parallel over local devices
-(pmap) and over hosts (`jax.distributed`): each device runs `num_envs / device_count` envs and
-gradients and normaliser statistics are averaged over all devices.
+loop lives here; the parts are brax's: networks (built by playground/networks/ppo.py; asymmetric
+actor-critic via `policy_obs_key`/`value_obs_key`), the clipped PPO loss with GAE,
+`generate_unroll`, the running observation normaliser and its pmap-aware gradient helper.
+Data-parallel over local devices (pmap) and over hosts (`jax.distributed`): each device runs
+`num_envs / device_count` envs and gradients and normaliser statistics are averaged over all
+devices.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from ml_collections import config_dict
 from playground.compat import device_put_replicated, ensure_brax_compat
 from playground.envs.base import MjxEnv
 from playground.envs.wrappers import Randomizer, wrap_for_brax_training
+from playground.errors import UsageError
+from playground.networks.ppo import make_ppo_networks
 from playground.training import evaluate as evaluate_lib
 
 AXIS = "devices"
@@ -49,14 +52,13 @@ class TrainingState:
 def make_networks(
     observation_size: dict[str, tuple[int, ...]], action_size: int, net: config_dict.ConfigDict
 ) -> ppo_networks.PPONetworks:
-    activation = getattr(jax.nn, net.activation)
-    return ppo_networks.make_ppo_networks(
+    """The networks of the config's `network` block (playground/networks/ppo.py builds them)."""
+    return make_ppo_networks(
         observation_size=observation_size,
         action_size=action_size,
-        preprocess_observations_fn=running_statistics.normalize,
-        policy_hidden_layer_sizes=tuple(net.policy_hidden_layer_sizes),
-        value_hidden_layer_sizes=tuple(net.value_hidden_layer_sizes),
-        activation=activation,
+        policy_hidden_layer_sizes=net.policy_hidden_layer_sizes,
+        value_hidden_layer_sizes=net.value_hidden_layer_sizes,
+        activation=net.activation,
         policy_obs_key=net.policy_obs_key,
         value_obs_key=net.value_obs_key,
     )
@@ -89,17 +91,17 @@ def make_schedule(cfg: config_dict.ConfigDict) -> Schedule:
 def check_batch(cfg: config_dict.ConfigDict, device_count: int) -> None:
     """Clear errors for batch settings that cannot split evenly."""
     if cfg.num_envs % device_count:
-        raise ValueError(
+        raise UsageError(
             f"num_envs ({cfg.num_envs}) must be divisible by the number of devices "
             f"({device_count}) so that each gets the same share."
         )
     if (cfg.batch_size * cfg.num_minibatches) % cfg.num_envs:
-        raise ValueError(
+        raise UsageError(
             f"batch_size * num_minibatches ({cfg.batch_size} * {cfg.num_minibatches}) must be a "
             f"multiple of num_envs ({cfg.num_envs})."
         )
     if cfg.batch_size % device_count:
-        raise ValueError(
+        raise UsageError(
             f"batch_size ({cfg.batch_size}) must be divisible by the number of devices "
             f"({device_count})."
         )

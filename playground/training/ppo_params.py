@@ -1,8 +1,9 @@
 """Per-env PPO (and SAC) hyperparameters as ConfigDicts; the CLI overrides any field.
 
 The Aloha values follow MuJoCo Playground's published Aloha sim-to-real settings (a GPU budget:
-2048 envs, tens of millions of steps). FrankaReach is sized for a 2-core CPU: it reaches >= 90%
-success in a few minutes there (tests/test_train_ppo.py, README "Teacher training").
+2048 envs, tens of millions of steps). FrankaReach is sized to learn on a laptop CPU in minutes,
+so that every change to the trainer can be checked end to end without a GPU
+(tests/test_train_ppo.py; the measured runs are in docs/results.md, "Teacher training").
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from playground.errors import UsageError
 from playground.files import atomic
 from playground.files.policy_file import tuples  # noqa: F401  (run configs use it too)
 
@@ -29,8 +30,7 @@ def new_run_dir(logdir: str, env_name: str, suffix: str | None) -> Path:
     return path
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+write_json = atomic.write_json  # run outputs and the robot side's summaries share one writer
 
 
 def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def parse_overrides(items: list[str], flag: str) -> dict[str, Any]:
     overrides = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key] = parse_value(value)
     return overrides

@@ -1,4 +1,4 @@
-"""`train_jax_ppo.py --algo sac`: brax's SAC trainer inside the same run folder and logs.
+"""A SAC teacher run (`train_jax_ppo.py --algo sac`): brax's SAC trainer in the same run folder.
 
 SAC suits the tasks with a flat, low-dimensional policy observation (brax's SAC takes one flat
 observation, so actor and critic both see `state`). brax's SAC owns its loop: it writes its own
@@ -22,10 +22,12 @@ from brax.training.agents.sac import networks as sac_networks
 from brax.training.agents.sac import train as sac
 
 from playground.envs.wrappers import wrap_for_brax_training
+from playground.errors import UsageError
 from playground.training import evaluate, run_logger, video
+from playground.training.options import RunOptions
 from playground.training.ppo import bind_randomizer
+from playground.training.run_config import train_config
 from playground.training.run_files import write_json
-from playground.training.teacher import _train_config
 
 SAC_CHECKPOINTS = "sac_checkpoints"
 
@@ -34,7 +36,7 @@ def refuse_resume(path: Path) -> None:
     """Raises if `path` is a SAC run folder: those cannot be resumed (see the module doc)."""
     config = path / "config.json"
     if config.is_file() and json.loads(config.read_text()).get("algo") == "sac":
-        raise ValueError(
+        raise UsageError(
             f"{path} is a SAC run, and SAC runs cannot be resumed: brax 0.14.2's SAC restores "
             "its checkpoint params after replicating its state across devices and then fails "
             "reading them back (AttributeError in sac/train.py _unpmap). Start a new run; its "
@@ -48,12 +50,15 @@ def _latest_brax_checkpoint(run_dir: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dict[str, Any]:
-    if args.play_only:
-        raise ValueError(
+def run(
+    options: RunOptions, run_config: dict[str, Any], run_dir: Path, env, randomizer
+) -> dict[str, Any]:
+    """Trains a SAC run with brax's trainer; returns its final.json."""
+    if options.play_only:
+        raise UsageError(
             "--play_only evaluates PPO runs; a SAC run's final.json holds its evaluation."
         )
-    cfg = _train_config(run_config)
+    cfg = train_config(run_config)
     episode_length = env.config.episode_length if cfg.episode_length <= 0 else cfg.episode_length
     network_factory = functools.partial(
         sac_networks.make_sac_networks,
@@ -66,10 +71,10 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         run_dir,
         cfg.num_timesteps,
         0,
-        use_tb=args.use_tb,
-        use_wandb=args.use_wandb,
+        use_tb=options.use_tb,
+        use_wandb=options.use_wandb,
         config=run_config,
-        show_progress=args.progress,
+        show_progress=options.progress,
     )
     logger.write(
         f"{run_config['env_name']} (SAC): {cfg.num_timesteps:,} env steps; run folder {run_dir}"
@@ -89,7 +94,7 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         batch_size=cfg.batch_size,
         num_evals=cfg.num_evals,
         normalize_observations=cfg.normalize_observations,
-        max_devices_per_host=args.max_devices_per_host,
+        max_devices_per_host=options.max_devices_per_host,
         reward_scaling=cfg.reward_scaling,
         min_replay_size=cfg.min_replay_size,
         max_replay_size=cfg.max_replay_size,
@@ -125,13 +130,13 @@ def run(args, run_config: dict[str, Any], run_dir: Path, env, randomizer) -> dic
         "checkpoint": str(_latest_brax_checkpoint(run_dir)),
         "run_dir": str(run_dir),
     }
-    if args.render_final_policy:
+    if options.render_final_policy:
         path, success = video.write_rollout_video(
             env,
             policy_on_dict(params),
             run_dir / "rollout.mp4",
             jax.random.PRNGKey(run_config["seed"]),
-            num_episodes=args.num_videos,
+            num_episodes=options.num_videos,
         )
         summary["video"], summary["video_success"] = str(path), float(np.mean(success))
     write_json(run_dir / "final.json", summary)

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 from mujoco import mjx
 
-from playground.envs import delays, randomize
+from playground.envs import control, delays, randomize
 from playground.envs.aloha import constants as c
 
 STATE_SIZE = 47  # see arm_observation
@@ -180,3 +180,28 @@ def is_grasped(
     touching = (gap < width + 0.006) & (gap > 0.5 * width)
     closing = data.ctrl[arm.actuator_ids[6]] < data.qpos[arm.qpos_adr[6]]
     return (inside & touching & closing).astype(jnp.float32)
+
+
+# The robot side (playground/deploy).
+# Fastest safe change of an arm joint's target: the ViperX 300 S joints' Dynamixel servos turn
+# at about 3 rad/s unloaded (XM540-W270, 30 rpm); a policy's own steps are far smaller
+# (action_scale per control period: 0.4 rad/s). The gripper's target is metres of finger
+# travel; the policy moves it up to 0.4 m/s (the fingers follow at their servo's pace), which
+# this limit lets through: it catches a jump across the whole range, not the policy's steps.
+ARM_TARGET_SPEED_RAD_S = 3.0
+GRIPPER_TARGET_SPEED_M_S = 0.5
+
+
+def robot_target_speed(arms: int) -> np.ndarray:
+    """Per actuator `[7 * arms]`, in the actuator order of one arm after another."""
+    return np.tile([ARM_TARGET_SPEED_RAD_S] * 6 + [GRIPPER_TARGET_SPEED_M_S], arms)
+
+
+def robot_targets(
+    ctrl_law: control.DeltaPositionControl, ctrl: jax.Array, action: jax.Array
+) -> jax.Array:
+    """Actuator targets for an action applied now; a non-finite action holds `ctrl` (NaN
+    survives `clip`)."""
+    finite = jnp.all(jnp.isfinite(action))
+    action = jnp.where(finite, jnp.clip(action, -1.0, 1.0), 0.0)
+    return jnp.where(finite, ctrl_law.targets(ctrl, action), ctrl)

@@ -5,20 +5,33 @@ how phase 1 happens:
 - `"lifted"` (default): each episode starts from a state where both arms already hold their
   objects. The states come from a scripted grasp-and-lift on native MuJoCo with random object
   placements (`lifted_states`), computed once when the env is built; no pick policy is needed.
+  With `config.switch_states_path` (a `.npz` state bank), an episode starts with probability
+  `switch_states_prob` from one of the bank's states instead: where a pick policy had just
+  lifted both objects, so the insertion policy also learns from grasps as a policy leaves them.
 - `"policy"`: objects start on the table and a frozen AlohaS2RPick policy, read from the
   `.safetensors` policy file `config.pick_policy_path` (a legacy pickle is refused), drives each
   arm (the right arm sees itself in its own base frame, where it is the left arm's mirror) until
   both objects are lifted above `switch_height_m`. From then on (`has_switched` = 1) the agent's
   action drives both arms. Before the switch the agent's action is ignored and every reward term
-  is zero.
+  is zero. The two phases meet in `composite.combine`, as in the composite teacher.
+- `"agent"`: objects on the table, and the agent's action drives both arms from the first step
+  (the whole task: a pixel student, or the composite teacher of `composite.py`). `has_switched`
+  flips as in `"policy"`; reward terms are zero before it.
+In both table modes the obs also holds `pick_state` `[2, 47]`: each arm's pick observation,
+noisy and delayed as `state` is, in the arm's own base frame (what the pick policy reads). The
+whole task needs the pick phase's steps too: run it with `episode_length=160`.
 
 Action: 14 = [left arm 6, left gripper, right arm 6, right gripper], deltas on position targets
 as in AlohaS2RPick, delayed the same way. Reward terms (`config.reward` weights, each in
-`metrics`): approach (peg tip to socket entrance), alignment (peg axis opposite the socket axis),
-insertion (depth inside the socket while on its axis), hold (both objects grasped), drop (-1 when
-either falls), action_rate. `success`: peg tip deeper than `success_depth_m` inside the socket and
-within `axis_tol_m` of its axis. Terminations: a drop, a large tilt, an object off the table, or
-non-finite physics; the time limit is a truncation (training wrapper), never a termination.
+`metrics`): approach (peg tip to socket entrance), alignment (angle between the peg and the
+socket's axis), axis (peg tip near the socket's axis, within `axis_reach_m` of the entrance),
+insertion (depth along the socket's axis while on it, from `insertion_lead_m` in front of the
+entrance), hold (both objects grasped), drop (-1 when either falls), action_rate. The peg has
+2 mm per side in the socket, so alignment and axis are steepest at a few degrees and millimetres
+(docs/results.md has the runs that asked for them). `success`: peg tip deeper than
+`success_depth_m` inside the socket and within `axis_tol_m` of its axis. Terminations: a drop, a
+large tilt, an object off the table, or non-finite physics; the time limit is a truncation
+(training wrapper), never a termination.
 """
 
 from __future__ import annotations
@@ -36,11 +49,15 @@ from mujoco import mjx
 
 from playground.envs import control, delays, randomize
 from playground.envs.aloha import arm as arm_lib
+from playground.envs.aloha import composite, scripted
 from playground.envs.aloha import constants as c
-from playground.envs.aloha import scripted
 from playground.envs.base import MjxEnv, State, sanitize
+from playground.errors import UsageError
 
-PHASE1_MODES = ("lifted", "policy")
+PHASE1_MODES = ("lifted", "policy", "agent")
+# The whole task from the table: the pick phase (its length is measured in docs/results.md)
+# plus the 100 steps the insertion policy trains with.
+WHOLE_TASK_EPISODE_LENGTH = 160
 # Where each arm grips its object, in the object's frame: at its centre of mass, so gravity
 # puts no torque on the grasp; the peg still sticks out 48 mm, more than the 30 mm to insert.
 SOCKET_GRIP_M = (0.0, 0.0, 0.0)
@@ -60,6 +77,11 @@ def default_config() -> config_dict.ConfigDict:
         num_lifted_states=32,
         lifted_states_seed=0,
         lift_height_m=0.15,
+        # phase1="lifted": a bank of states where a pick policy had just lifted both objects
+        # (scripts/switch_states.py); each episode starts from it with this probability, else
+        # from the scripted lifted states. Empty: scripted lifted states only.
+        switch_states_path="",
+        switch_states_prob=0.8,
         delay=config_dict.create(action_history=4, obs_history=4, skew=3.0),
         obs_noise=config_dict.create(
             qpos_rad=0.02,
@@ -79,6 +101,7 @@ def default_config() -> config_dict.ConfigDict:
         reward=config_dict.create(
             approach=1.0,
             alignment=1.0,
+            axis=1.0,
             insertion=4.0,
             hold=0.5,
             drop=5.0,
@@ -86,6 +109,14 @@ def default_config() -> config_dict.ConfigDict:
             action_rate=0.01,
         ),
         insertion_depth_m=0.05,  # insertion reward saturates at this depth
+        # ... and starts this far in front of the entrance (on the axis), so that the last step
+        # in pays (docs/results.md, "Aloha insertion").
+        insertion_lead_m=0.02,
+        # The peg (20 mm) has 2 mm per side in the socket (24 mm): the shaping terms are
+        # steepest at the scale the insertion needs, a few degrees and a few millimetres.
+        alignment_scale_rad=0.15,
+        axis_scale_m=0.005,
+        axis_reach_m=0.03,  # the axis term counts within this distance of the entrance
         success_depth_m=0.03,
         axis_tol_m=0.008,
         drop_height_m=0.04,
@@ -99,7 +130,16 @@ def default_config() -> config_dict.ConfigDict:
     )
 
 
-REWARD_TERMS = ("approach", "alignment", "insertion", "hold", "drop", "success", "action_rate")
+REWARD_TERMS = (
+    "approach",
+    "alignment",
+    "axis",
+    "insertion",
+    "hold",
+    "drop",
+    "success",
+    "action_rate",
+)
 
 
 class AlohaS2RPegInsertion(MjxEnv):
@@ -107,7 +147,7 @@ class AlohaS2RPegInsertion(MjxEnv):
         super().__init__(config or default_config(), config_overrides)
         cfg = self.config
         if cfg.phase1 not in PHASE1_MODES:
-            raise ValueError(f"phase1 must be one of {PHASE1_MODES}, got {cfg.phase1!r}")
+            raise UsageError(f"phase1 must be one of {PHASE1_MODES}, got {cfg.phase1!r}")
         m = self.mj_model
         self._left = arm_lib.find_arm(m, "left/")
         self._right = arm_lib.find_arm(m, "right/")
@@ -126,16 +166,27 @@ class AlohaS2RPegInsertion(MjxEnv):
         self._pick_policy = None
         if cfg.phase1 == "policy":
             if not cfg.pick_policy_path:
-                raise ValueError(
+                raise UsageError(
                     'phase1="policy" needs config.pick_policy_path (an AlohaS2RPick policy file).'
                 )
             from playground.files import policy_file
 
             self._pick_policy, _ = policy_file.load_policy_fn(
-                cfg.pick_policy_path, env_name="AlohaS2RPick"
+                cfg.pick_policy_path, env_name=composite.PICK_ENV
             )
+        self._switch_states = None
+        if cfg.phase1 in ("policy", "agent"):
             self._lifted = None
         else:
+            if cfg.switch_states_path:
+                if not 0.0 <= cfg.switch_states_prob <= 1.0:
+                    raise UsageError(
+                        f"switch_states_prob must be in [0, 1], got {cfg.switch_states_prob}"
+                    )
+                from playground.files import state_bank
+
+                bank = state_bank.load(cfg.switch_states_path, m)
+                self._switch_states = tuple(bank[k] for k in state_bank.KEYS)
             self._lifted = lifted_states(
                 m,
                 self._left,
@@ -162,6 +213,11 @@ class AlohaS2RPegInsertion(MjxEnv):
     def lifted_bank(self) -> tuple[np.ndarray, np.ndarray] | None:
         return self._lifted
 
+    @property
+    def switch_states(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(qpos, qvel, ctrl) of the pick-policy switch states, when a bank is configured."""
+        return self._switch_states
+
     # ----- reset -----
     def reset(self, rng: jax.Array) -> State:
         rng, k_init, k_obs = jax.random.split(rng, 3)
@@ -173,6 +229,15 @@ class AlohaS2RPegInsertion(MjxEnv):
             k_pick, k_jitter = jax.random.split(k_init)
             i = jax.random.randint(k_pick, (), 0, bank_qpos.shape[0])
             qpos, ctrl = bank_qpos[i], bank_ctrl[i]
+            qvel = jnp.zeros(self.mj_model.nv)
+            if self._switch_states is not None:
+                s_qpos, s_qvel, s_ctrl = (jnp.asarray(x) for x in self._switch_states)
+                k_bank, k_switch = jax.random.split(jax.random.fold_in(k_init, 1))
+                j = jax.random.randint(k_switch, (), 0, s_qpos.shape[0])
+                use = jax.random.uniform(k_bank) < self.config.switch_states_prob
+                qpos = jnp.where(use, s_qpos[j], qpos)
+                qvel = jnp.where(use, s_qvel[j], qvel)
+                ctrl = jnp.where(use, s_ctrl[j], ctrl)
             # Nudge the arm servo targets: the arms drift to a nearby pose carrying their
             # objects, so no two episodes start alike even when they share a lifted state.
             arm_ids = jnp.concatenate([self._left.actuator_ids[:6], self._right.actuator_ids[:6]])
@@ -183,6 +248,8 @@ class AlohaS2RPegInsertion(MjxEnv):
             ctrl = ctrl.at[arm_ids].add(jitter)
             switched = jnp.ones(())
         data = self.make_data().replace(qpos=qpos, ctrl=ctrl)
+        if self._lifted is not None:
+            data = data.replace(qvel=qvel)
         data = self.forward(data)
         noisy, privileged, pick_obs = self._observe(data, switched, k_obs)
         info = {
@@ -195,6 +262,8 @@ class AlohaS2RPegInsertion(MjxEnv):
         }
         metrics = {name: jnp.zeros(()) for name in REWARD_TERMS}
         obs = {"state": noisy, "privileged_state": privileged}
+        if self._lifted is None:
+            obs["pick_state"] = pick_obs
         return State(data, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
 
     def _table_start(self, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -227,17 +296,15 @@ class AlohaS2RPegInsertion(MjxEnv):
         rng, k_act, k_obs, k_noise, k_pick = jax.random.split(info["rng"], 5)
         switched = info["has_switched"]
         if self._pick_policy is not None:
-            pick_obs = delays.delayed(info["pick_obs_history"], k_obs, self._obs_pmf)
-            pick_action = jnp.concatenate(
-                [self._pick_policy({"state": pick_obs[i]}, k_pick) for i in range(2)]
-            )
-            action = jnp.where(switched > 0, action, pick_action)
+            # The composite teacher's rule, on the observation an agent was given: the pick
+            # policy per arm until the (delayed) phase flag says both objects are up.
+            left, right = composite.pick_actions(self._pick_policy, state.obs["pick_state"], k_pick)
+            action = composite.combine(state.obs["state"][-1], left, right, action)
         ctrl, history = self._control.apply(state.data.ctrl, info["action_history"], action, k_act)
         data = self.physics_step(state.data, ctrl)
 
-        if self._pick_policy is not None:
-            lifted = self._both_lifted(data)
-            switched = jnp.maximum(switched, lifted)
+        if self._lifted is None:
+            switched = jnp.maximum(switched, self._both_lifted(data))
         noisy, privileged, pick_obs = self._observe(data, switched, k_noise)
         obs_history = delays.push(info["obs_history"], noisy)
         terms = self.reward_terms(data, action, info["last_action"])
@@ -251,13 +318,16 @@ class AlohaS2RPegInsertion(MjxEnv):
             has_switched=switched,
             action_history=history,
             obs_history=obs_history,
-            pick_obs_history=delays.push(info["pick_obs_history"], pick_obs),
             last_action=action,
         )
+        pick_history = delays.push(info["pick_obs_history"], pick_obs)
+        info["pick_obs_history"] = pick_history
         obs = {
             "state": delays.delayed(obs_history, k_obs, self._obs_pmf),
             "privileged_state": privileged,
         }
+        if self._lifted is None:  # one delay draw for both views, as a robot's readings share one
+            obs["pick_state"] = delays.delayed(pick_history, k_obs, self._obs_pmf)
         obs, reward, metrics = sanitize(obs, reward, {**state.metrics, **terms})
         return state.replace(
             data=data,
@@ -292,6 +362,47 @@ class AlohaS2RPegInsertion(MjxEnv):
             [*clean_parts, rel, switched[None], *extras, jnp.stack([depth, off_axis])]
         )
         return state, privileged, jnp.stack(noisy_parts)
+
+    # ----- the robot side (playground/deploy): the same functions, without simulated noise -----
+    ROBOT_JOINTS = tuple(p + n for p in ("left/", "right/") for n in c.ARM_JOINTS + c.FINGER_JOINTS)
+    ROBOT_OBJECTS = ("socket", "peg")  # their poses come from the cell's perception system
+
+    def robot_task(self, info: dict[str, Any]) -> dict[str, jax.Array]:
+        """The episode's phase at its start: 0 from the table (the whole task), 1 when both
+        objects are already held."""
+        return {"has_switched": info["has_switched"]}
+
+    def robot_memory(self, data: mjx.Data, task: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return {"has_switched": jnp.maximum(task["has_switched"], self._both_lifted(data))}
+
+    def robot_observation(
+        self, data: mjx.Data, memory: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        """`state` (the insertion policy's) and `pick_state` (each arm's pick observation)."""
+        switched = jnp.maximum(memory["has_switched"], self._both_lifted(data))
+        pairs = (
+            (self._left, self._socket, self._targets[0]),
+            (self._right, self._peg, self._targets[1]),
+        )
+        parts = [arm_lib.arm_observation(arm_lib.read_arm(a, o, data, t)) for a, o, t in pairs]
+        rel = self._site("socket_entrance", data) - self._site("peg_tip", data)
+        return {
+            "state": jnp.concatenate([*parts, rel, switched[None]]),
+            "pick_state": jnp.stack(parts),
+        }
+
+    def robot_command(
+        self, data: mjx.Data, memory: dict[str, jax.Array], action: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(actuator targets, memory): delta position control now; the phase flag latches."""
+        switched = jnp.maximum(memory["has_switched"], self._both_lifted(data))
+        return arm_lib.robot_targets(self._control, data.ctrl, action), {"has_switched": switched}
+
+    def robot_success(self, data: mjx.Data, task: dict[str, jax.Array]) -> jax.Array:
+        return self.is_success(data) > 0
+
+    def robot_target_speed(self) -> np.ndarray:
+        return arm_lib.robot_target_speed(2)
 
     def _site(self, name: str, data: mjx.Data) -> jax.Array:
         return data.site_xpos[self._sites[name]]
@@ -330,15 +441,24 @@ class AlohaS2RPegInsertion(MjxEnv):
         tip_to_entrance = jnp.linalg.norm(
             self._site("socket_entrance", data) - self._site("peg_tip", data)
         )
-        cos = jnp.dot(data.xmat[self._peg.body][:, 0], data.xmat[self._socket.body][:, 0])
+        peg_x, socket_x = data.xmat[self._peg.body][:, 0], data.xmat[self._socket.body][:, 0]
+        # 0 when the peg points into the socket; atan2 stays exact near 0, where arccos does not.
+        angle = jnp.arctan2(jnp.linalg.norm(jnp.cross(peg_x, socket_x)), -jnp.dot(peg_x, socket_x))
         on_axis = (off_axis < cfg.axis_tol_m).astype(jnp.float32)
+        near = (tip_to_entrance < cfg.axis_reach_m).astype(jnp.float32)
         held = arm_lib.is_grasped(
             self._left, self._socket, self.mjx_model, data
         ) * arm_lib.is_grasped(self._right, self._peg, self.mjx_model, data)
         return {
             "approach": 1.0 - jnp.tanh(5.0 * tip_to_entrance),
-            "alignment": 0.5 * (1.0 - cos),
-            "insertion": on_axis * jnp.clip(depth / cfg.insertion_depth_m, 0.0, 1.0),
+            "alignment": 1.0 - jnp.tanh(angle / cfg.alignment_scale_rad),
+            "axis": near * (1.0 - jnp.tanh(off_axis / cfg.axis_scale_m)),
+            "insertion": on_axis
+            * jnp.clip(
+                (depth + cfg.insertion_lead_m) / (cfg.insertion_depth_m + cfg.insertion_lead_m),
+                0.0,
+                1.0,
+            ),
             "hold": held,
             "drop": -self._dropped(data).astype(jnp.float32),
             "success": self.is_success(data),

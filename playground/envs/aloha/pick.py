@@ -239,6 +239,36 @@ class AlohaS2RPick(MjxEnv):
             "joint_vel": -jnp.sum(jnp.square(data.qvel[self._arm.dof_adr[:6]])),
         }
 
+    # ----- the robot side (playground/deploy): the same functions, without simulated noise -----
+    ROBOT_JOINTS = tuple("left/" + n for n in c.ARM_JOINTS + c.FINGER_JOINTS)
+    ROBOT_OBJECTS = ("block",)  # its pose comes from the cell's perception system
+
+    def robot_task(self, info: dict[str, Any]) -> dict[str, jax.Array]:
+        """What an operator gives the robot for an episode: where to bring the block (world)."""
+        return {"target_pos": info["target_pos"]}
+
+    def robot_memory(self, data: mjx.Data, task: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return {"target_pos": task["target_pos"]}
+
+    def robot_observation(
+        self, data: mjx.Data, memory: dict[str, jax.Array]
+    ) -> dict[str, jax.Array]:
+        """The policy's `state` from measured joints, targets and the tracked block."""
+        reading = arm_lib.read_arm(self._arm, self._block, data, memory["target_pos"])
+        return {"state": arm_lib.arm_observation(reading)}
+
+    def robot_command(
+        self, data: mjx.Data, memory: dict[str, jax.Array], action: jax.Array
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(actuator targets, memory): the env's delta position control, applied now."""
+        return arm_lib.robot_targets(self._control, data.ctrl, action), memory
+
+    def robot_success(self, data: mjx.Data, task: dict[str, jax.Array]) -> jax.Array:
+        return self.is_success(data, task["target_pos"]) > 0
+
+    def robot_target_speed(self) -> np.ndarray:
+        return arm_lib.robot_target_speed(1)
+
     def _terminated(self, data: mjx.Data) -> jax.Array:
         block = data.xpos[self._block.body]
         off_table = (jnp.abs(block[0]) > 0.7) | (jnp.abs(block[1]) > 0.5) | (block[2] < -0.05)
