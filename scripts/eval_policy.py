@@ -69,13 +69,7 @@ def run_episodes(
     saved_env = dict(run_config.get("env", {}))
     if impl is not None:
         saved_env["impl"] = impl
-    for key, value in (env_overrides or {}).items():  # "delay.obs_history" sets a nested field
-        *parents, leaf = key.split(".")
-        node = saved_env
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    env = load_env(name, saved_env)
+    env = load_env(name, saved_env, env_overrides)
     if domain_randomization is None:
         domain_randomization = bool(run_config.get("domain_randomization", False))
     randomizer = None
@@ -199,9 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
     ) as e:
         p.exit(2, f"eval_policy.py: error: {e}\n")
-    result = evaluate_policy(
-        payload, args.episodes, args.seed, args.impl, args.domain_randomization, overrides
-    )
+    try:
+        result = evaluate_policy(
+            payload, args.episodes, args.seed, args.impl, args.domain_randomization, overrides
+        )
+    except cli_checks.UsageError as e:  # a config key the task lacks, say; bugs keep tracebacks
+        cli_checks.exit_usage(p, e)
     result["command"] = " ".join(["python scripts/eval_policy.py", *(argv or sys.argv[1:])])
     low, high = result["success_95ci"]
     dr = result["domain_randomization"]

@@ -359,3 +359,7 @@ def test_eval_policy_scores_the_whole_task_from_the_table(insert_policy, tmp_pat
         load_script("eval_policy").main([str(PICK_POLICY), "--pick_policy", str(PICK_POLICY)])
     assert e.value.code == 2
     assert "not 'AlohaS2RPegInsertion'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # an override the task has no field for: one line
+        load_script("eval_policy").main([str(PICK_POLICY), "--env_config", "no_such_key=1"])
+    assert e.value.code == 2
+    assert "Unknown config key 'no_such_key'" in capsys.readouterr().err

@@ -67,15 +67,18 @@ def load_payload(kind: str, path: Path) -> dict[str, Any]:
     return policy_file.read_student(path) if kind == "student" else policy_file.read_policy(path)
 
 
-def load_env(name: str, saved_config: dict[str, Any] | None):
-    """Task `name` with a config saved as JSON (a run's, an ONNX file's) over its defaults.
+def load_env(
+    name: str, saved_config: dict[str, Any] | None, overrides: dict[str, Any] | None = None
+):
+    """Task `name` with a config saved as JSON (a run's, an ONNX file's) over its defaults, then
+    `overrides` (dotted keys; an unknown key is an error listing the valid ones).
 
     A policy file the config names (AlohaS2RPegInsertion's `pick_policy_path`) is read by the
     safetensors reader like any other, so a config cannot lead to a pickle being loaded."""
     config = registry.get_default_config(name)
     if saved_config:
         config.update(policy_file.tuples(saved_config))
-    return registry.load(name, config=config)
+    return registry.load(name, config=config, config_overrides=overrides or None)
 
 
 def env_of(payload: dict[str, Any]):
