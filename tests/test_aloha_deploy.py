@@ -83,7 +83,8 @@ def test_pick_builder_reproduces_the_env_observation():
 
 
 def test_whole_task_builder_reproduces_state_pick_state_and_the_phase_flag():
-    env = registry.load("AlohaS2RPegInsertion", config_overrides={**EXACT, "phase1": "agent"})
+    exact_peg = {**EXACT, "obs_noise.relative_pos_m": 0.0, "phase1": "agent"}
+    env = registry.load("AlohaS2RPegInsertion", config_overrides=exact_peg)
     state = jax.jit(env.reset)(jax.random.PRNGKey(7))
     actions = jax.random.uniform(jax.random.PRNGKey(8), (4, 14), minval=-1, maxval=1)
     exact = np.r_[ARM_EXACT, 47 + ARM_EXACT, 97]
@@ -363,3 +364,27 @@ def test_eval_policy_scores_the_whole_task_from_the_table(insert_policy, tmp_pat
         load_script("eval_policy").main([str(PICK_POLICY), "--env_config", "no_such_key=1"])
     assert e.value.code == 2
     assert "Unknown config key 'no_such_key'" in capsys.readouterr().err
+
+
+def test_tracked_peg_and_socket_share_most_of_their_position_error():
+    """With sensor noise the stand-in tracker moves both objects by one common error and each by
+    a small one: the peg-to-socket offset is as precise as the policy saw in training."""
+    env = registry.load("AlohaS2RPegInsertion", config_overrides={"delay.obs_history": 1})
+    robot = SimRobot(env, seed=3, latency=False, sensor_noise=1.0)
+    robot.start_episode(jax.random.PRNGKey(2))
+    noise = env.config.obs_noise
+    errors, rel_errors = [], []
+    for _ in range(200):
+        robot.send(robot.held_targets)  # one control period: a new measurement
+        reading = robot.read()
+        err = {}
+        for name in env.ROBOT_OBJECTS:
+            adr = int(robot.model.jnt_qposadr[robot.model.body(name).jntadr[0]])
+            err[name] = reading.objects[name][:3] - robot.data.qpos[adr : adr + 3]
+        errors.append(np.stack(list(err.values())))
+        rel_errors.append(err["peg"] - err["socket"])
+    errors, rel_errors = np.abs(np.asarray(errors)), np.abs(np.asarray(rel_errors))
+    assert errors.max() <= noise.object_pos_m + 0.5 * noise.relative_pos_m + 1e-9
+    assert errors.max() > noise.object_pos_m  # the common part is the cell's whole error
+    assert rel_errors.max() <= noise.relative_pos_m + 1e-9
+    assert rel_errors.max() > 0.5 * noise.relative_pos_m

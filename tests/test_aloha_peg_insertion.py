@@ -131,8 +131,8 @@ def test_success_when_inserted_not_before(peg, terms_at):
     assert float(results[0.01]["approach"]) > float(results[-0.03]["approach"])
     assert float(results[0.01]["axis"]) == pytest.approx(1.0, abs=1e-3)
     assert float(results[-0.03]["axis"]) == 0.0
-    # Shifted 4 mm (the clearance is 2 mm) and turned 10 degrees about the peg's centre, which
-    # moves its tip another 8 mm: both terms drop steeply.
+    # Shifted 4 mm and turned 10 degrees about the peg's centre, which moves its tip another
+    # 8 mm: both terms drop steeply.
     pos, quat = _inserted_pose(sp, srot, -0.01)
     q = qpos.copy()
     q[peg_obj.qpos_adr : peg_obj.qpos_adr + 3] = pos + 0.004 * srot[:, 1]
@@ -144,6 +144,56 @@ def test_success_when_inserted_not_before(peg, terms_at):
     off, _ = terms_at(jnp.asarray(q))
     assert 0.05 < float(off["axis"]) < 0.4, off["axis"]
     assert 0.1 < float(off["alignment"]) < 0.3, off["alignment"]
+
+
+def _peg_socket_penetration(model, qpos) -> float:
+    """Deepest peg-socket penetration (m, 0 when none) at `qpos`, from MuJoCo's collision."""
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos
+    mujoco.mj_forward(model, data)
+    peg_geom = model.geom("peg").id
+    socket_body = model.body("socket").id
+    deepest = 0.0
+    for con in data.contact[: data.ncon]:
+        pair = {int(con.geom1), int(con.geom2)}
+        other = (pair - {peg_geom}).pop() if peg_geom in pair and len(pair) == 2 else None
+        if other is not None and model.geom_bodyid[other] == socket_body:
+            deepest = max(deepest, -float(con.dist))
+    return deepest
+
+
+def test_peg_fits_the_socket_with_5_mm_per_side(peg):
+    """The opening is 30 mm for a 20 mm peg: 4 mm off the axis, 40 mm in, touches no wall;
+    6 mm off, it is inside a wall."""
+    env = peg.env
+    socket, peg_obj = env.objects
+    qpos = np.asarray(peg.reset_batch(0).data.qpos[0]).astype(np.float64)
+    srot = np.zeros(9)
+    mujoco.mju_quat2Mat(srot, qpos[socket.qpos_adr + 3 : socket.qpos_adr + 7])
+    srot = srot.reshape(3, 3)
+    pos, quat = _inserted_pose(qpos[socket.qpos_adr : socket.qpos_adr + 3], srot, 0.04)
+    for side in (srot[:, 1], srot[:, 2]):  # both of the socket's cross axes
+        for offset, inside_wall in ((0.0, False), (0.004, False), (0.006, True)):
+            q = qpos.copy()
+            q[peg_obj.qpos_adr : peg_obj.qpos_adr + 7] = np.concatenate([pos + offset * side, quat])
+            depth = _peg_socket_penetration(env.mj_model, q)
+            assert (depth > 5e-4) == inside_wall, (offset, depth)
+
+
+def test_relative_pose_noise_is_the_trackers(peg):
+    """The policy's peg-to-socket offset is off by at most `obs_noise.relative_pos_m` per axis
+    (undelayed at reset), not by the objects' own, larger noise."""
+    state = peg.reset_batch(3)
+    noisy = np.asarray(state.obs["state"])
+    clean = np.asarray(state.obs["privileged_state"])
+    # Both lay out [left arm, right arm, offset (3), phase flag] first.
+    start = noisy.shape[-1] - 4
+    rel_noisy, rel_clean = noisy[:, start : start + 3], clean[:, start : start + 3]
+    err = np.abs(rel_noisy - rel_clean)
+    scale = peg.env.config.obs_noise.relative_pos_m
+    assert np.all(err <= scale + 1e-6), err.max()
+    assert err.max() > 0.5 * scale  # the noise is there
+    assert scale < peg.env.config.obs_noise.object_pos_m
 
 
 def test_drop_terminates_with_penalty(peg):
@@ -301,3 +351,55 @@ def test_switch_states_script_keeps_the_states_where_both_objects_rose(tmp_path)
     z = bank["qpos"][:, [o.qpos_adr + 2 for o in env.objects]]
     assert np.all(z > env.config.switch_height_m)
     assert bank["meta"]["pick_policy"] == str(policy)
+
+
+def test_insertion_curriculum_starts_inside_with_both_grasps_kept(tmp_path):
+    """scripts/insertion_curriculum.py keeps the bank's states and adds starts with the peg
+    inside the socket, each object still between its arm's finger pads, after settling."""
+    from playground.files import state_bank
+
+    from .conftest import load_script
+
+    bank_path = Path(__file__).resolve().parents[1] / "params/aloha_s2r_peg_insertion_native"
+    out = tmp_path / "curriculum.npz"
+    stats = load_script("insertion_curriculum").main(
+        [
+            "--bank",
+            str(bank_path / "switch_states_heldout.npz"),
+            "--inserted",
+            "12",
+            "--depth_m",
+            "0.01",
+            "0.025",
+            "--out",
+            str(out),
+        ]
+    )
+    env = registry.load("AlohaS2RPegInsertion")
+    m = env.mj_model
+    bank = state_bank.load(out, m)
+    source = state_bank.load(bank_path / "switch_states_heldout.npz", m)
+    n = stats["bank_states"]
+    assert len(bank["qpos"]) == n + 12 and bank["meta"]["inserted"] == 12
+    np.testing.assert_array_equal(bank["qpos"][:n], source["qpos"])
+    socket, peg_obj = env.objects
+    depths = []
+    for q in bank["qpos"][n:]:
+        data = mujoco.MjData(m)
+        data.qpos[:] = q
+        mujoco.mj_forward(m, data)
+        axis = data.xmat[socket.body].reshape(3, 3)[:, 0]
+        rel = data.site_xpos[m.site("peg_tip").id] - data.site_xpos[m.site("socket_entrance").id]
+        depths.append(-float(rel @ axis))
+        for arm, obj in zip(env.arms, env.objects, strict=True):
+            touching = {
+                m.geom(int(g)).name
+                for con in data.contact[: data.ncon]
+                for g in (con.geom1, con.geom2)
+                if obj.body in (m.geom_bodyid[con.geom1], m.geom_bodyid[con.geom2])
+            }
+            prefix = "left/" if arm is env.arms[0] else "right/"
+            assert any(t.startswith(prefix + "left_pad") for t in touching), touching
+            assert any(t.startswith(prefix + "right_pad") for t in touching), touching
+    # Settling lets the peg sink onto the socket's inner wall; it stays inside.
+    assert min(depths) > 0.0 and np.median(depths) > 0.008, depths

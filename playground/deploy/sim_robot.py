@@ -12,7 +12,10 @@ from a real one, and nothing of the JAX env's state reaches the policy except th
   rendered from the current state, as in the env.
 - Tracked objects (`ROBOT_OBJECTS` of the Aloha teachers' tasks): their poses are reported as a
   perception system would, with the joints' latency; sensor noise adds `sensor_noise` times the
-  task's `obs_noise.object_pos_m` and `object_angle_rad` (uniform, as in the env).
+  task's `obs_noise.object_pos_m` and `object_angle_rad` (uniform, as in the env). Where the task
+  observes one object against another (`obs_noise.relative_pos_m`), the position error is one
+  draw common to the objects plus a small one each, so their difference is as precise as in
+  training.
 - Sensor noise (off by default): `sensor_noise` times the task's `config.obs_noise` on the joint
   positions and velocities the robot reports. The env adds that noise to the policy's input
   only, as robustness margin; on a robot the servo computes its targets from the same readings,
@@ -73,6 +76,12 @@ class SimRobot(Robot):
             if noise
             else (0.0, 0.0)
         )
+        # A task that observes one object against another (`obs_noise.relative_pos_m`, the peg
+        # against the socket) assumes a tracker whose position error is mostly common to the
+        # objects (the camera's calibration): each reading shifts all of them by one draw of
+        # `object_pos_m`, and each by its own half of `relative_pos_m`, so that their
+        # difference is off by at most `relative_pos_m`, as in training.
+        self._rel_noise = sensor_noise * noise.get("relative_pos_m", -1.0) if noise else -1.0
         vision = cfg.get("vision")
         self._renderer = None
         if vision:
@@ -185,13 +194,21 @@ class SimRobot(Robot):
         q_noise, v_noise = self._noise
         qpos = self.data.qpos[self._qpos_adr] + q_noise * self._rng.uniform(-1, 1, n)
         qvel = self.data.qvel[self._dof_adr] + v_noise * self._rng.uniform(-1, 1, n)
-        poses = [self._object_pose(adr) for adr in self._obj_adr]
+        pos_noise, _ = self._obj_noise
+        if self._rel_noise >= 0.0:
+            common = pos_noise * self._rng.uniform(-1, 1, 3)
+            shifts = [
+                common + 0.5 * self._rel_noise * self._rng.uniform(-1, 1, 3) for _ in self._obj_adr
+            ]
+        else:
+            shifts = [pos_noise * self._rng.uniform(-1, 1, 3) for _ in self._obj_adr]
+        poses = [self._object_pose(adr, d) for adr, d in zip(self._obj_adr, shifts, strict=True)]
         return np.concatenate([[self.data.time], qpos, qvel, *poses])
 
-    def _object_pose(self, adr: int) -> np.ndarray:
-        pos_noise, angle_noise = self._obj_noise
+    def _object_pose(self, adr: int, shift: np.ndarray) -> np.ndarray:
+        _, angle_noise = self._obj_noise
         pose = self.data.qpos[adr : adr + 7].copy()
-        pose[:3] += pos_noise * self._rng.uniform(-1, 1, 3)
+        pose[:3] += shift
         if angle_noise > 0:
             # A turn of up to angle_noise about a random axis, as the env's perception noise.
             axis = self._rng.normal(size=3)

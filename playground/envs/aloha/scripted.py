@@ -130,3 +130,79 @@ def set_box_half_size(model: mujoco.MjModel, geom: int, half_size: float) -> Non
     model.geom_size[geom] = half_size
     model.geom_rbound[geom] = half_size * np.sqrt(3.0)
     model.geom_aabb[geom] = [0, 0, 0, half_size, half_size, half_size]
+
+
+def _frame(pos: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    t = np.eye(4)
+    t[:3, :3], t[:3, 3] = rot, pos
+    return t
+
+
+def _turn_onto(rot: np.ndarray, x_to: np.ndarray) -> np.ndarray:
+    """`rot` turned by the smallest rotation that takes its x axis onto `x_to` (keeps the roll)."""
+    x = rot[:, 0]
+    axis = np.cross(x, x_to)
+    s, cos = np.linalg.norm(axis), float(np.dot(x, x_to))
+    if s < 1e-9:
+        return rot.copy()
+    quat = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(quat, axis / s, np.arctan2(s, cos))
+    turn = np.zeros(9)
+    mujoco.mju_quat2Mat(turn, quat)
+    return turn.reshape(3, 3) @ rot
+
+
+def inserted_state(
+    model: mujoco.MjModel,
+    qpos: np.ndarray,
+    ctrl: np.ndarray,
+    left: arm_lib.Arm,
+    right: arm_lib.Arm,
+    socket: arm_lib.FreeObject,
+    peg: arm_lib.FreeObject,
+    socket_pos: np.ndarray,
+    depth_m: float,
+    peg_tip_m: float,
+    entrance_m: float,
+    settle_steps: int = 40,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(qpos, qvel, ctrl) with both objects held as in `qpos` and the peg `depth_m` inside the
+    socket, or None where the arms cannot reach it.
+
+    A start for an insertion curriculum: from a state where both arms hold their objects, the
+    socket is carried to `socket_pos` with its opening turned to face +x (towards the right arm),
+    the peg onto the socket's axis with its tip `depth_m` past the entrance; inverse kinematics
+    moves each arm so that its grasp is unchanged, the servo targets keep each joint's offset
+    from its target (the sag under load), then native physics runs `settle_steps` steps. The
+    peg's tip and the socket's entrance lie `peg_tip_m` and `entrance_m` along their x axes.
+    """
+    data = mujoco.MjData(model)
+    data.qpos[:], data.ctrl[:] = qpos, ctrl
+    mujoco.mj_forward(model, data)
+    socket_rot = _turn_onto(data.xmat[socket.body].reshape(3, 3), np.array([1.0, 0.0, 0.0]))
+    axis = socket_rot[:, 0]  # rear -> entrance
+    peg_rot = _turn_onto(data.xmat[peg.body].reshape(3, 3), -axis)
+    entrance = socket_pos + entrance_m * axis
+    peg_pos = entrance - depth_m * axis - peg_tip_m * peg_rot[:, 0]
+    new_qpos, new_ctrl = data.qpos.copy(), data.ctrl.copy()
+    for arm, obj, pos, rot in (
+        (left, socket, socket_pos, socket_rot),
+        (right, peg, peg_pos, peg_rot),
+    ):
+        pinch = _frame(data.site_xpos[arm.pinch_site], data.site_xmat[arm.pinch_site].reshape(3, 3))
+        held = np.linalg.inv(pinch) @ _frame(data.xpos[obj.body], data.xmat[obj.body].reshape(3, 3))
+        goal = _frame(pos, rot) @ np.linalg.inv(held)
+        q, err = solve_ik(model, data, arm, goal[:3, 3], goal[:3, :3], iterations=300)
+        if err > 1e-3:
+            return None
+        adr = arm.qpos_adr[:6]
+        new_ctrl[arm.actuator_ids[:6]] = q + (data.ctrl[arm.actuator_ids[:6]] - data.qpos[adr])
+        new_qpos[adr] = q
+        quat = np.zeros(4)
+        mujoco.mju_mat2Quat(quat, rot.reshape(-1))
+        new_qpos[obj.qpos_adr : obj.qpos_adr + 7] = np.concatenate([pos, quat])
+    out = mujoco.MjData(model)
+    out.qpos[:], out.ctrl[:] = new_qpos, new_ctrl
+    for _ in range(settle_steps):
+        mujoco.mj_step(model, out)
+    return out.qpos.copy(), out.qvel.copy(), out.ctrl.copy()
