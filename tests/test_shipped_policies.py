@@ -17,6 +17,7 @@ from .conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 PICK = REPO / "params" / "aloha_s2r_pick_native"
+INSERT = REPO / "params" / "aloha_s2r_peg_insertion_native"
 
 
 def _shipped(name_dir: Path) -> tuple[dict, dict]:
@@ -27,9 +28,14 @@ def _shipped(name_dir: Path) -> tuple[dict, dict]:
     return card, policy_file.read_policy(REPO / card["policy"], card["env_name"])
 
 
-def test_pick_card_matches_its_policy_file():
-    card, payload = _shipped(PICK)
-    assert card["env_name"] == "AlohaS2RPick" and card["impl"] == "native"
+@pytest.mark.parametrize(
+    "name_dir, env_name",
+    [(PICK, "AlohaS2RPick"), (INSERT, "AlohaS2RPegInsertion")],
+    ids=["pick", "insertion"],
+)
+def test_teacher_card_matches_its_policy_file(name_dir, env_name):
+    card, payload = _shipped(name_dir)
+    assert card["env_name"] == env_name and card["impl"] == "native"
     assert card["domain_randomization"] is True
     assert payload["extra"]["env_steps"] == card["env_steps"]
     curve = {p["env_steps"]: p["success_rate"] for p in card["learning_curve"]}
@@ -43,12 +49,12 @@ def test_pick_card_matches_its_policy_file():
         assert card["learning_curve"][-1]["env_steps"] == card["env_steps"]
     assert card["wall_seconds"] <= 2 * 3600  # issue 9's budget on 2 cores
     assert card["commands"][0].startswith(
-        "python learning/train_jax_ppo.py --env_name AlohaS2RPick"
+        f"python learning/train_jax_ppo.py --env_name {env_name} "
     )
     for ev in card["independent_evaluations"]:
         assert ev["command"].startswith("python scripts/eval_policy.py " + card["policy"])
         assert ev["successes"] / ev["episodes"] == ev["success_rate"]
-    env = registry.load("AlohaS2RPick")
+    env = registry.load(env_name)
     net = payload["network"]
     assert net["action_size"] == env.action_size
     assert {k: tuple(v) for k, v in net["observation_size"].items()} == {
@@ -63,7 +69,21 @@ def _evaluated_cards() -> list[Path]:
 
 
 def test_every_policy_card_is_checked():
-    assert PICK.with_name(PICK.name + ".json") in _evaluated_cards()
+    for name_dir in (PICK, INSERT):
+        assert name_dir.with_name(name_dir.name + ".json") in _evaluated_cards()
+
+
+def test_shipped_insertion_teacher_inserts_from_pick_teacher_grasps():
+    """A few CPU episodes (native physics, domain randomisation) from the held-out switch states,
+    where the shipped pick teacher had just lifted both objects: the peg goes in."""
+    card, payload = _shipped(INSERT)
+    evaluate = load_script("eval_policy").evaluate_policy
+    overrides = {
+        "switch_states_path": str(INSERT / "switch_states_heldout.npz"),
+        "switch_states_prob": 1.0,
+    }
+    result = evaluate(payload, 16, seed=123, env_overrides=overrides)
+    assert result["successes"] >= 13, result
 
 
 @pytest.mark.slow
