@@ -81,7 +81,8 @@ class SimRobot(Robot):
         # objects (the camera's calibration): each reading shifts all of them by one draw of
         # `object_pos_m`, and each by its own half of `relative_pos_m`, so that their
         # difference is off by at most `relative_pos_m`, as in training.
-        self._rel_noise = sensor_noise * noise.get("relative_pos_m", -1.0) if noise else -1.0
+        rel = noise.get("relative_pos_m") if noise else None
+        self._rel_noise = None if rel is None else sensor_noise * rel
         vision = cfg.get("vision")
         self._renderer = None
         if vision:
@@ -195,7 +196,7 @@ class SimRobot(Robot):
         qpos = self.data.qpos[self._qpos_adr] + q_noise * self._rng.uniform(-1, 1, n)
         qvel = self.data.qvel[self._dof_adr] + v_noise * self._rng.uniform(-1, 1, n)
         pos_noise, _ = self._obj_noise
-        if self._rel_noise >= 0.0:
+        if self._rel_noise is not None:
             common = pos_noise * self._rng.uniform(-1, 1, 3)
             shifts = [
                 common + 0.5 * self._rel_noise * self._rng.uniform(-1, 1, 3) for _ in self._obj_adr
