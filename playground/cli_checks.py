@@ -136,6 +136,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def one_of(choices: tuple[str, ...]):
+    """An argparse type accepting only `choices` (whose error lists them)."""
+
+    def check(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    check.__name__ = "choice"
+    return check
+
+
 def nonnegative_int(text: str) -> int:
     value = _parse(text, int)
     if value < 0:

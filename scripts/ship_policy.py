@@ -16,6 +16,7 @@ the safetensors reader before it is copied (a legacy .pkl is refused).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -105,6 +106,35 @@ def make_card(
     }
 
 
+def started_from(config: dict[str, Any]) -> dict[str, Any] | None:
+    """What a fine-tuned run (`--init_policy`) started from: the file's path and SHA-256, and,
+    where it is a shipped policy with its card beside it, that card's commands, env steps, wall
+    time and success."""
+    init = config.get("init_policy")
+    if not init:
+        return None
+    path = Path(init)
+    if not path.is_file():
+        raise cli_checks.UsageError(
+            f"the run started from {init} (--init_policy), which no longer exists; its "
+            "provenance cannot be recorded."
+        )
+    out: dict[str, Any] = {
+        "policy": init,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    card_file = path.parent.with_suffix(".json")
+    if card_file.is_file():
+        card = _read_json(card_file)
+        out["card"] = str(
+            card_file.relative_to(REPO) if card_file.is_relative_to(REPO) else card_file
+        )
+        for key in ("commands", "env_steps", "wall_seconds", "success_rate", "selected"):
+            if key in card:
+                out[key] = card[key]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli_checks.ArgumentParser(
         prog="ship_policy.py",
@@ -175,6 +205,15 @@ def _ship(args: argparse.Namespace) -> int:
             "; the best of the run's held-out evaluations (latest on a tie), "
             f"reached after {card['env_steps']:,} of its {card['run_env_steps']:,} env steps"
         )
+    started = started_from(_read_json(args.run_dir / "config.json"))
+    if started:
+        # A fine-tune: its policy is the sum of both runs, and the file it started from may be
+        # the one this shipment replaces, so the card keeps that run's provenance.
+        card["started_from"] = started
+        card["commands"] = [*started.get("commands", []), *card["commands"]]
+        card["total_env_steps"] = started.get("env_steps", 0) + card["env_steps"]
+        if args.wall_seconds is not None and started.get("wall_seconds") is not None:
+            card["total_wall_seconds"] = started["wall_seconds"] + args.wall_seconds
     card["independent_evaluations"] = [_read_json(path) for path in args.eval_json]
     card["note"] = args.note
     if payload["env_name"] != card["env_name"]:

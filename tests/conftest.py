@@ -225,6 +225,20 @@ def tiny_dagger_run(reach_run, tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
+def tiny_latent_run(reach_run, tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny run with the latent student (frozen CIFAR convolutions, latents in the buffer)."""
+    from playground.training import distill
+
+    _, teacher_summary = reach_run
+    logdir = tmp_path_factory.mktemp("dagger_latent")
+    flags = [*TINY_FLAGS, "--student", "latent", "--features", "16", "--num-videos", "0"]
+    summary = distill.main(
+        [*flags, "--teacher", teacher_summary["policy"], "--logdir", str(logdir)]
+    )
+    return Path(summary["run_dir"]), summary
+
+
+@pytest.fixture(scope="session")
 def exported(reach_run, tiny_dagger_run, tmp_path_factory) -> dict:
     """kind -> (onnx path, source payload, observations recorded in the policy's own env): the
     reach teacher and the tiny student through aloha_nets_to_onnx.py (test_onnx_export and

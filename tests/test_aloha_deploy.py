@@ -20,6 +20,7 @@ from playground.files import policy_file
 
 REPO = Path(__file__).resolve().parents[1]
 PICK_POLICY = REPO / "params" / "aloha_s2r_pick_native" / "policy.safetensors"
+INSERT_POLICY = REPO / "params" / "aloha_s2r_peg_insertion_native" / "policy.safetensors"
 
 # Without simulated delays and noise, the env's observation is the clean one a robot builds.
 EXACT = {
@@ -297,14 +298,15 @@ def test_composite_teacher_is_the_pick_policy_then_the_insertion_policy(insert_p
 
 
 @pytest.fixture(scope="module")
-def composite_onnx(insert_policy, tmp_path_factory) -> Path:
+def composite_onnx(tmp_path_factory) -> Path:
+    """The shipped teachers as one composite ONNX file."""
     from playground.deploy import export_cli
 
     out = tmp_path_factory.mktemp("composite_onnx")
     (result,) = export_cli.main(
         [
             "--checkpoint_path",
-            str(insert_policy),
+            str(INSERT_POLICY),
             "--pick_policy",
             str(PICK_POLICY),
             "--output_dir",
@@ -318,15 +320,16 @@ def composite_onnx(insert_policy, tmp_path_factory) -> Path:
 # CI budget (the suite's 20-minute limit): slow; pytest --slow runs it.
 @pytest.mark.slow
 def test_exported_composite_teacher_runs_the_whole_task_on_the_native_robot(composite_onnx):
-    """The composite ONNX file drives the whole bimanual episode on native MuJoCo (socket and
-    peg poses from the tracker, the task's latency, the safety layer): both arms pick their
-    objects with the shipped pick policy, then the insertion policy takes over, without a
-    fault."""
+    """The shipped teachers' composite ONNX file does the whole bimanual task on native MuJoCo
+    (socket and peg poses from the tracker, the task's latency, the safety layer): both arms
+    pick their objects with the pick policy, then the insertion policy inserts the peg, without
+    a fault (docs/results.md has the 64-episode figures, with and without sensor noise)."""
     from playground.deploy import sim2sim
 
     summary = sim2sim.main(["--onnx", str(composite_onnx), "--episodes", "8", "--nomjx"])
     assert summary["steps_per_episode"] == 160
     assert summary["native_lifted_both_rate"] >= 7 / 8, summary
+    assert summary["native_success_rate"] >= 6 / 8, summary
     assert summary["faults"] == {}, summary
 
 

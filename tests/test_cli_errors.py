@@ -54,6 +54,7 @@ CASES = [
     ),
     ("train_jax_ppo", [*TEACHER, "--algo", "sac", "--num_timesteps", "1000"], "num_timesteps"),
     ("train_jax_ppo", [*TEACHER, "--logdir", "{file}"], "--logdir"),
+    ("train_jax_ppo", [*TEACHER, "--init_policy", "{file}"], "--init_policy"),
     ("train_jax_ppo", [*TEACHER, "--logdir", "{under}"], "--logdir"),
     # experimental/train_dagger.py
     ("train_dagger", [*DAGGER, "--num-envs", "0"], "--num_envs"),
@@ -67,6 +68,9 @@ CASES = [
     ("train_dagger", [*DAGGER, "--hidden", "256", "0"], "--hidden"),
     ("train_dagger", [*DAGGER, "--num-videos", "-1"], "--num_videos"),
     ("train_dagger", [*DAGGER, "--updates-per-iteration", "60"], "update_unroll"),
+    ("train_dagger", [*DAGGER, "--student", "cnn"], "pixels, latent"),
+    ("train_dagger", [*DAGGER, "--rollout", "loop"], "scan, steps"),
+    ("train_dagger", [*DAGGER, "--depth-grid", "0"], "--depth_grid"),
     ("train_dagger", [*DAGGER, "--logdir", "{file}"], "--logdir"),
     ("train_dagger", [*DAGGER, "--logdir", "{under}"], "--logdir"),
     # experimental/jax2onnx/aloha_nets_to_onnx.py

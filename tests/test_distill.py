@@ -159,3 +159,66 @@ def test_camera_grid_puts_cameras_side_by_side_and_depth_below():
     assert np.all(grid[:, :8, :10] == 0) and np.all(grid[:, :8, 10:] == 200)
     assert np.all(grid[:, 8:12, :10] > 0) and np.all(grid[:, 12:, :] == 0)  # no return is black
     assert camera_grid(rgb, None, scale=1).shape == (3, 4, 10, 3)
+
+
+# `rollout="steps"` is not the default, and its two compilations take about a minute of CI.
+@pytest.mark.slow
+def test_rollout_in_steps_collects_what_the_scan_collects(reach_run):
+    """The per-step rollout (`rollout="steps"`) writes the buffer the one-scan rollout writes."""
+    from playground import registry
+    from playground.training import dagger, dagger_run
+
+    env = registry.load(
+        "FrankaReachStereo", config_overrides={"vision.width": 32, "vision.height": 32}
+    )
+    teacher = dagger_run.load_teacher(reach_run[1]["policy"], env)
+    buffers = {}
+    for rollout in ("scan", "steps"):
+        cfg = dagger.default_config()
+        cfg.update(
+            student="latent",
+            features=16,
+            hidden=(16,),
+            num_envs=4,
+            unroll_length=3,
+            buffer_size=32,
+            rollout=rollout,
+        )
+        student = dagger_run.make_student(env, cfg)
+        params, _ = dagger_run.init_student_params(
+            student, env, jax.random.PRNGKey(0), str(distill.DEFAULT_ENCODER)
+        )
+        loop = dagger.Dagger(env, teacher, student, cfg, type(env).POSE_BODY)
+        assert loop.rollout == rollout
+        state, metrics = loop.collect(loop.init(jax.random.PRNGKey(1), params))
+        assert int(state.iteration) == 1 and float(metrics["buffer_fill"]) == 12
+        buffers[rollout] = jax.tree.map(np.asarray, state.buffer)
+    assert set(buffers["steps"]) == {"rgb_latent", "proprio", "action", "pose"}
+    for key, value in buffers["scan"].items():
+        np.testing.assert_allclose(buffers["steps"][key], value, rtol=1e-4, atol=1e-5)
+    assert np.any(buffers["steps"]["rgb_latent"][:12]) and not np.any(buffers["steps"]["pose"][12:])
+
+
+def test_latent_student_run_writes_resumes_and_exports(tiny_latent_run, tmp_path):
+    from playground.deploy import export_cli
+
+    run_dir, summary = tiny_latent_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["dagger"]["student"] == "latent"
+    payload = policy_file.read_student(summary["student"], "FrankaReachStereo")
+    assert payload["network"]["kind"] == "latent"
+    assert "Dense_0" not in payload["params"]["params"]["rgb_encoder"]
+    spec = payload["observation_spec"]
+    obs = {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
+    action = np.asarray(policy_file.make_student_fn(payload)(obs, jax.random.PRNGKey(0)))
+    assert action.shape == (3,) and np.all(np.abs(action) <= 1)
+    resumed = distill.main(
+        ["--load-checkpoint-path", str(run_dir), "--iterations", "3", "--no-progress"]
+    )
+    assert resumed["iterations"] == 3
+    assert _metrics(run_dir)[-1]["dagger/buffer_fill"] == 3 * TINY_STEPS
+    # The exporter's parity gate (1e-5 on recorded observations) passes for this kind too.
+    (result,) = export_cli.main(
+        ["--checkpoint_path", resumed["student"], "--output_dir", str(tmp_path)]
+    )
+    assert Path(result["onnx"]).is_file() and result["parity_max_abs_diff"] <= 1e-5

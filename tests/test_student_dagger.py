@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from playground.networks.student import Student, init_from_pretrained, pose_loss
+from playground.networks.student import Student, init_from_pretrained, pool_depth, pose_loss
 from playground.training import dagger
 
 OBS = {
@@ -111,3 +111,63 @@ def test_random_shift_moves_whole_images_within_the_pad():
         np.testing.assert_array_equal(out[i, 0], out[i, 1])  # both cameras shift alike
     positions = {tuple(np.argwhere(out[i, 0, :, :, 0])[0]) for i in range(64)}
     assert len(positions) > 5  # shifts differ between samples
+
+
+@pytest.fixture(scope="module")
+def latent_and_params():
+    student = Student(
+        action_size=3, use_rgb=True, use_depth=True, features=16, hidden=(16,), kind="latent"
+    )
+    return student, student.init(jax.random.PRNGKey(0), OBS)
+
+
+def test_latent_student_learns_only_after_its_frozen_encoder(latent_and_params):
+    student, params = latent_and_params
+    obs = dict(
+        OBS,
+        rgb=jax.random.randint(jax.random.PRNGKey(1), OBS["rgb"].shape, 0, 256).astype(jnp.uint8),
+        depth=jax.random.uniform(jax.random.PRNGKey(2), OBS["depth"].shape, maxval=0.4),
+    )
+    latents = student.apply(params, obs, method=Student.encode)
+    # Two cameras of 4x4x64 conv features at 32x32 (no dense layer), and 8x8 depth cells each.
+    assert latents["rgb_latent"].shape == (5, 2 * 4 * 4 * 64)
+    assert latents["depth_latent"].shape == (5, 2 * 8 * 8)
+    assert "Dense_0" not in params["params"]["rgb_encoder"]
+    # The depth cells are the means of 4x4 blocks, scaled by the depth range.
+    block = np.asarray(obs["depth"])[3, 1, 4:8, 12:16].mean() / student.depth_scale_m
+    np.testing.assert_allclose(latents["depth_latent"][3, 64 + 1 * 8 + 3], block, rtol=1e-5)
+    # The head on the latents is the whole student on the images.
+    whole = student.apply(params, obs)
+    parts = student.apply(params, latents, method=Student.head)
+    for a, b in zip(whole, parts, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # DAgger's loss reads latents: no gradient reaches the convolutions, and the optimiser
+    # keeps them where CIFAR left them even if one did.
+    batch = {**latents, "action": jnp.zeros((5, 3)), "pose": jnp.zeros((5, 7))}
+    cfg = dagger.default_config()
+    cfg.student = "latent"
+    loop = dagger.Dagger.__new__(dagger.Dagger)
+    loop.student, loop.config = student, cfg
+    grads, _ = jax.grad(loop.loss, has_aux=True)(params, batch)
+    assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(grads["params"]["rgb_encoder"]))
+    assert any(np.any(np.asarray(g)) for g in jax.tree.leaves(grads["params"]["rgb_latent"]))
+    opt = dagger.make_optimizer(cfg)
+    ones = jax.tree.map(jnp.ones_like, params)
+    updates, _ = opt.update(ones, opt.init(params), params)
+    assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(updates["params"]["rgb_encoder"]))
+
+
+def test_latent_student_takes_the_pretrained_convolutions_only(latent_and_params):
+    _, params = latent_and_params
+    pixels = Student(action_size=3, use_rgb=True, features=32, hidden=(16,))
+    cifar = pixels.init(jax.random.PRNGKey(3), OBS)["params"]["rgb_encoder"]  # convs + Dense_0
+    out, fresh = init_from_pretrained(params, cifar)
+    assert fresh == () and set(out["params"]["rgb_encoder"]) == {"Conv_0", "Conv_1", "Conv_2"}
+    np.testing.assert_array_equal(
+        out["params"]["rgb_encoder"]["Conv_2"]["kernel"], cifar["Conv_2"]["kernel"]
+    )
+
+
+def test_depth_pooling_needs_a_whole_grid():
+    with pytest.raises(ValueError, match="do not split into a 8x8 grid"):
+        pool_depth(jnp.zeros((1, 2, 30, 32)), 8)

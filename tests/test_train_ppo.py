@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from playground.files import policy_file
 from playground.training import checkpoint, teacher
 from playground.training.ppo import PPOTrainer
 from playground.training.ppo_params import ppo_config
-from tests.conftest import REACH_FLAGS
+from tests.conftest import REACH_FLAGS, load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "learning" / "train_jax_ppo.py"
@@ -313,3 +314,66 @@ def test_play_only_evaluates_without_training(reach_run):
     assert played["success_rate"] == pytest.approx(summary["success_rate"])
     assert (run_dir / "metrics.jsonl").read_text() == before
     assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir()) == [81920, 163840]
+
+
+def test_init_policy_starts_a_new_run_from_a_teacher_file(tmp_path, reach_run, capsys):
+    """Fine-tuning: the new run's first evaluation is the teacher's, not a fresh network's."""
+    run_dir, summary = reach_run
+    params_dir = tmp_path / "params"
+    ship = load_script("ship_policy")
+    ship.main(
+        [str(run_dir), "--name", "reach", "--params_dir", str(params_dir), "--wall_seconds", "30"]
+    )
+    teacher_file = params_dir / "reach" / policy_file.POLICY_FILE
+    flags = [
+        "--env_name",
+        "FrankaReach",
+        "--num_envs",
+        "128",
+        "--batch_size",
+        "64",
+        "--num_minibatches",
+        "2",
+        "--num_timesteps",
+        "2000",
+        "--num_evals",
+        "2",
+        "--norender_final_policy",
+        "--noprogress",
+        "--logdir",
+        str(tmp_path),
+    ]
+    tuned = teacher.main([*flags, "--init_policy", str(teacher_file), "--learning_rate", "1e-4"])
+    tuned_dir = Path(tuned["run_dir"])
+    first = _metrics(tuned_dir)[0]
+    assert first["step"] == 0
+    # The same params, normaliser and evaluation seeds as the reach run's final evaluation.
+    assert first["eval/success_rate"] == pytest.approx(summary["success_rate"])
+    config = json.loads((tuned_dir / "config.json").read_text())
+    assert config["init_policy"] == str(teacher_file)
+    # Shipped in place of the policy it started from, its card keeps that policy's provenance.
+    before = json.loads((params_dir / "reach.json").read_text())
+    digest = hashlib.sha256(teacher_file.read_bytes()).hexdigest()
+    ship.main(
+        [str(tuned_dir), "--name", "reach", "--params_dir", str(params_dir), "--wall_seconds", "5"]
+    )
+    card = json.loads((params_dir / "reach.json").read_text())
+    started = card["started_from"]
+    assert started["sha256"] == digest and started["commands"] == before["commands"]
+    assert card["commands"][: len(before["commands"])] == before["commands"]
+    assert len(card["commands"]) == len(before["commands"]) + 1  # the fine-tune's own
+    assert card["total_env_steps"] == before["env_steps"] + card["env_steps"]
+    assert card["total_wall_seconds"] == 35
+
+    pick = ROOT / "params" / "aloha_s2r_pick_native" / "policy.safetensors"
+    with pytest.raises(SystemExit):
+        teacher.main([*flags, "--init_policy", str(pick)])
+    err = capsys.readouterr().err
+    assert str(pick) in err and "'AlohaS2RPick', not 'FrankaReach'" in err
+    with pytest.raises(SystemExit):
+        teacher.main([*flags, "--init_policy", str(teacher_file), "--activation", "tanh"])
+    err = capsys.readouterr().err
+    assert str(teacher_file) in err and "activation" in err
+    with pytest.raises(SystemExit):
+        teacher.main(["--load_checkpoint_path", str(run_dir), "--init_policy", str(teacher_file)])
+    assert "give one of them" in capsys.readouterr().err

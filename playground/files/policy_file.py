@@ -63,6 +63,8 @@ STUDENT_NETWORK_KEYS = (
     "depth_scale_m",
     "features",
     "hidden",
+    "kind",  # absent in files written before the "latent" kind: "pixels"
+    "depth_grid",
 )
 _META_KEY = "s2r"  # header metadata entry holding the JSON payload
 

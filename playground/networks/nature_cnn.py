@@ -24,9 +24,13 @@ CIFAR_SHAPE = (32, 32, 3)
 
 
 class NatureCNN(nn.Module):
-    """Images `[..., H, W, C]` in [0, 1] to features `[..., features]` (ReLU-ed)."""
+    """Images `[..., H, W, C]` in [0, 1] to features `[..., features]` (ReLU-ed).
+
+    With `dense=False` only the convolutions run and their feature map comes out flattened,
+    `[..., (H/8) * (W/8) * 64]` (SAME padding): the frozen part of a latent student."""
 
     features: int = 512
+    dense: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -40,8 +44,9 @@ class NatureCNN(nn.Module):
         x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="SAME")(x))
         x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="SAME")(x))
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.features)(x))
-        return x.reshape((*lead, self.features))
+        if self.dense:
+            x = nn.relu(nn.Dense(self.features)(x))
+        return x.reshape((*lead, x.shape[-1]))
 
 
 class CifarClassifier(nn.Module):

@@ -58,6 +58,8 @@ def make_student(env: VisionEnv, cfg: config_dict.ConfigDict) -> Student:
         depth_scale_m=float(v.depth_noise.max_range.max_m) if v.depth else 1.0,
         features=int(cfg.features),
         hidden=tuple(cfg.hidden),
+        kind=str(cfg.student),
+        depth_grid=int(cfg.depth_grid),
     )
 
 
@@ -86,7 +88,9 @@ def run(
     options: RunOptions, run_config: dict[str, Any], run_dir: Path, env: VisionEnv, randomizer
 ) -> dict[str, Any]:
     """Trains (or resumes) a student run; returns its final.json."""
-    cfg = train_config(run_config, "dagger")
+    # Runs written before a field existed take its default (which is what they ran with).
+    cfg = dagger.default_config()
+    cfg.update(train_config(run_config, "dagger"))
     teacher = load_teacher(run_config["teacher"], env)
     student = make_student(env, cfg)
     seed = run_config["seed"]
@@ -240,6 +244,8 @@ def _save_student(
             "depth_scale_m": student.depth_scale_m,
             "features": student.features,
             "hidden": tuple(student.hidden),
+            "kind": student.kind,
+            "depth_grid": student.depth_grid,
         },
         observation_spec={k: (tuple(v.shape), v.dtype.name) for k, v in loop.obs_spec.items()},
         extra={

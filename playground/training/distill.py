@@ -25,6 +25,7 @@ from playground.cli_checks import (
     positive_int,
     probability,
 )
+from playground.networks.student import KINDS
 from playground.training import checkpoint, dagger, dagger_run
 from playground.training.dagger_run import (  # noqa: F401  (re-exported: their old home)
     init_student_params,
@@ -67,6 +68,9 @@ DAGGER_CHECKS = {
     "augment_shift_px": nonnegative_int,
     "hidden": positive_int,
     "features": positive_int,
+    "depth_grid": positive_int,
+    "student": cli_checks.one_of(KINDS),
+    "rollout": cli_checks.one_of(dagger.ROLLOUTS),
 }
 
 
@@ -143,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_checks.add_bool(run, "progress", True, "show the console progress bar")
     cli_checks.add_bool(run, "tb", True, "write TensorBoard logs")
-    hp = p.add_argument_group("DAgger (default: playground/training/dagger.py default_config)")
+    hp = p.add_argument_group(
+        "DAgger (default: playground/training/dagger.py task_config of the task)"
+    )
     cli_checks.add_bool(
         hp, "freeze_encoder", None, "keep the pretrained RGB encoder fixed (default: fine-tune)"
     )
@@ -151,10 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(value, bool):
             continue
         kind = DAGGER_CHECKS.get(key, type(value[0] if isinstance(value, tuple) else value))
+        text = f"default {value}" + "".join(
+            f"; {task}: {own[key]}" for task, own in dagger.TASK_CONFIGS.items() if key in own
+        )
         if isinstance(value, tuple):
-            _flag(hp, key, type=kind, nargs="+", default=None, help=f"default {value}")
+            _flag(hp, key, type=kind, nargs="+", default=None, help=text)
         else:
-            _flag(hp, key, type=kind, default=None, help=f"default {value}")
+            _flag(hp, key, type=kind, default=None, help=text)
     return p
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from playground.errors import UsageError
 from playground.files import policy_file
 from playground.training import checkpoint, evaluate, run_logger, video
 from playground.training.options import RunOptions
@@ -40,6 +41,8 @@ def run(
     if options.load_checkpoint_path:
         restored, _, start = checkpoint.restore(options.load_checkpoint_path, state)
         state = jax.tree.map(jnp.asarray, restored)
+    elif run_config.get("init_policy"):
+        state = init_from_policy(state, run_config["init_policy"], run_config["env_name"])
     total = trainer.schedule.total_steps
     logger = run_logger.RunLogger(
         run_dir,
@@ -158,6 +161,30 @@ def run(
     if ckpt is not None:
         ckpt.close()
     return summary
+
+
+def init_from_policy(state, path: str, env_name: str):
+    """`state` with the normaliser and both networks of the teacher file at `path`.
+
+    The optimiser state stays fresh: Adam's moments belong to the run that wrote them, and a
+    fine-tune usually changes the learning rate anyway."""
+    normalizer, policy, value = policy_file.read_policy(path, env_name)["params"]
+    loaded = (normalizer, policy, value)
+    own = (state.normalizer_params, state.params.policy, state.params.value)
+    mine = jax.tree_util.tree_structure(own)
+    if jax.tree_util.tree_structure(loaded) != mine:
+        raise UsageError(f"--init_policy: {path!r} does not hold this run's networks.")
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(own), strict=True):
+        if np.shape(a) != np.shape(b):
+            raise UsageError(
+                f"--init_policy: {path!r} holds a {np.shape(a)} array where the run has "
+                f"{np.shape(b)} (observation or action size differs)."
+            )
+    loaded = jax.tree.map(lambda a, b: jnp.asarray(a, dtype=jnp.result_type(b)), loaded, own)
+    return state.replace(
+        normalizer_params=loaded[0],
+        params=state.params.replace(policy=loaded[1], value=loaded[2]),
+    )
 
 
 def best_success(path: Path) -> float:

@@ -171,7 +171,7 @@ def make_teacher_config(args: argparse.Namespace, command: str) -> dict[str, Any
                 raise UsageError(f"--{name} applies to --algo sac only.")
             cfg[name] = value
     check_train_config(cfg, algo, args.max_devices_per_host)
-    return {
+    config = {
         "env_name": env_name,
         "algo": algo,
         "seed": 1 if args.seed is None else args.seed,
@@ -180,6 +180,34 @@ def make_teacher_config(args: argparse.Namespace, command: str) -> dict[str, Any
         "train": cfg.to_dict(),
         "command": command,
     }
+    init = getattr(args, "init_policy", None)
+    if init is not None:
+        if algo != "ppo":
+            raise UsageError("--init_policy applies to --algo ppo only.")
+        check_init_policy(init, env_name, cfg)
+        config["init_policy"] = str(init)
+    return config
+
+
+def check_init_policy(path: str, env_name: str, cfg: config_dict.ConfigDict) -> dict[str, Any]:
+    """Reads the teacher file a run starts from; UsageError unless its task and network are
+    the run's (the weights must fit the networks the trainer builds)."""
+    try:
+        payload = policy_file.read_policy(path, env_name)
+    except (OSError, policy_file.PolicyFileError) as e:
+        raise UsageError(f"--init_policy: {e}") from None
+    net = payload["network"]
+    want = {
+        "policy_hidden_layer_sizes": tuple(cfg.network.policy_hidden_layer_sizes),
+        "value_hidden_layer_sizes": tuple(cfg.network.value_hidden_layer_sizes),
+        "activation": cfg.network.activation,
+        "policy_obs_key": cfg.network.policy_obs_key,
+        "value_obs_key": cfg.network.value_obs_key,
+    }
+    wrong = [f"{k} {tuples(net[k])!r} (run: {v!r})" for k, v in want.items() if tuples(net[k]) != v]
+    if wrong:
+        raise UsageError(f"--init_policy: {path!r} has a different network: {'; '.join(wrong)}.")
+    return payload
 
 
 def check_train_config(
@@ -310,7 +338,7 @@ def make_student_config(args: argparse.Namespace, command: str) -> dict[str, Any
     overrides = parse_overrides(args.env_config, "--env-config")
     if args.domain_randomization:
         overrides["vision.visual_dr.enabled"] = True
-    cfg = dagger.default_config()
+    cfg = dagger.task_config(env_name)
     for key in cfg:
         value = getattr(args, key, None)
         if value is not None:

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the run continues with the checkpoint's config and step counter; with "
         "--num_timesteps it trains longer (more epochs of the same size)",
     )
+    run.add_argument(
+        "--init_policy",
+        default=None,
+        metavar="POLICY.safetensors",
+        help="start a new run from a teacher file's weights and normaliser (fine-tuning); the "
+        "file must be of the same task and network; the optimiser starts afresh",
+    )
     cli_checks.add_bool(run, "play_only", False, "only evaluate (and render) the loaded checkpoint")
     cli_checks.add_bool(run, "use_tb", True, "write TensorBoard scalars to <run>/tb")
     cli_checks.add_bool(run, "use_wandb", False, "also log to Weights & Biases (needs wandb)")
@@ -174,6 +181,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             coordinator_address=args.coordinator_address,
             num_processes=args.num_processes,
             process_id=args.process_id,
+        )
+    if args.init_policy is not None and options.load_checkpoint_path:
+        raise UsageError(
+            "--init_policy starts a new run; --load_checkpoint_path resumes one: give one of them."
         )
     if options.load_checkpoint_path:
         sac_run.refuse_resume(Path(options.load_checkpoint_path))
