@@ -23,7 +23,6 @@ network of the right shape with random weights: its labels are meaningless, its 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import time
@@ -183,27 +182,6 @@ def bench(name: str, env, teacher, cfg, randomizer, args) -> dict[str, Any]:
     }
 
 
-def task_loop_config(env_name: str, items: list[str]) -> Any:
-    """`dagger.task_config(env_name)` with `--dagger KEY=VALUE` items set, each checked as
-    train_dagger.py checks its flag of the same name."""
-    cfg = dagger.task_config(env_name)
-    for key, value in parse_overrides(items, "--dagger").items():
-        if key not in cfg:
-            raise cli_checks.UsageError(
-                f"--dagger {key}: no such DAgger config field (fields: {', '.join(cfg)})."
-            )
-        check = distill.DAGGER_CHECKS.get(key)
-        try:
-            for item in value if isinstance(value, list) else [value]:
-                if check is not None:
-                    check(str(item))
-            cfg[key] = tuples(value)
-        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
-            raise cli_checks.UsageError(f"--dagger {key}: {e}") from None
-    distill.check_dagger_config(cfg)
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> None:
     p = cli_checks.ArgumentParser(prog="bench_dagger.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--env-name", default="AlohaS2RPegInsertionDistill")
@@ -223,14 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     try:
-        if args.env_name not in registry.VISION_ENVS:
-            registry.get_default_config(args.env_name)  # an unknown name lists the valid ones
-            raise cli_checks.UsageError(
-                f"--env-name {args.env_name} has no cameras; use one of "
-                f"{', '.join(registry.VISION_ENVS)}."
-            )
+        distill.check_vision_env(args.env_name, "--env-name")
         overrides = parse_overrides(args.env_config, "--env-config")
-        task = task_loop_config(args.env_name, args.dagger)
+        task = distill.dagger_config(args.dagger, args.env_name)
     except (ValueError, KeyError) as e:
         cli_checks.exit_usage(p, e)
     overrides["impl"] = args.impl

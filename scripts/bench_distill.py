@@ -18,10 +18,8 @@ says little; compare success.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -110,32 +108,6 @@ def brax_bc_student(env, teacher, cfg, args, randomizer):
     return make_policy, params, time.perf_counter() - t0
 
 
-def dagger_config(items: list[str]) -> Any:
-    """The DAgger config with the `--dagger KEY=VALUE` items set, each checked as
-    train_dagger.py checks its flag of the same name; UsageError names the first bad one."""
-    cfg = dagger.default_config()
-    for key, value in parse_overrides(items, "--dagger").items():
-        if key not in cfg:
-            raise cli_checks.UsageError(
-                f"--dagger {key}: no such DAgger config field (fields: {', '.join(cfg)})."
-            )
-        check = distill.DAGGER_CHECKS.get(key)
-        for item in value if isinstance(value, list) else [value]:
-            try:
-                if check is not None:
-                    check(str(item))
-            except argparse.ArgumentTypeError as e:
-                raise cli_checks.UsageError(f"--dagger {key}: {e}") from None
-        try:
-            cfg[key] = tuples(value)
-        except (TypeError, ValueError):  # ConfigDict refuses a value of another type
-            raise cli_checks.UsageError(
-                f"--dagger {key}: expected {type(cfg[key]).__name__}, got {value!r}"
-            ) from None
-    distill.check_dagger_config(cfg)
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> None:
     p = cli_checks.ArgumentParser(prog="bench_distill.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--env-name", default=distill.DEFAULT_ENV)
@@ -155,14 +127,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # Every check before the env is built: a bad value would otherwise fail after it compiled.
     try:
-        if args.env_name not in registry.VISION_ENVS:
-            registry.get_default_config(args.env_name)  # an unknown name lists the valid ones
-            raise cli_checks.UsageError(
-                f"--env-name {args.env_name} has no cameras; use one of "
-                f"{', '.join(registry.VISION_ENVS)}."
-            )
+        distill.check_vision_env(args.env_name, "--env-name")
         overrides = parse_overrides(args.env_config, "--env-config")
-        cfg = dagger_config(args.dagger)
+        cfg = distill.dagger_config(args.dagger)
         teacher_path = args.teacher or distill.find_teacher(
             args.logdir, registry.get_env_class(args.env_name).TEACHER_ENV
         )

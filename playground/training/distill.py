@@ -45,7 +45,7 @@ from playground.training.run_config import (  # noqa: F401  (re-exported: their 
     load_env,
     make_student_config,
 )
-from playground.training.run_files import new_run_dir
+from playground.training.run_files import new_run_dir, parse_overrides, tuples
 
 COMMAND = "experimental/train_dagger.py"
 # Their names here before run_config.py held them.
@@ -72,6 +72,42 @@ DAGGER_CHECKS = {
     "student": cli_checks.one_of(KINDS),
     "rollout": cli_checks.one_of(dagger.ROLLOUTS),
 }
+
+
+def check_vision_env(env_name: str, flag: str) -> None:
+    """UsageError unless `env_name` is a task with cameras (an unknown name lists them all)."""
+    if env_name not in registry.VISION_ENVS:
+        registry.get_default_config(env_name)  # an unknown name lists the valid ones
+        raise cli_checks.UsageError(
+            f"{flag} {env_name} has no cameras; use one of {', '.join(registry.VISION_ENVS)}."
+        )
+
+
+def dagger_config(items: list[str], env_name: str | None = None) -> Any:
+    """`dagger.task_config(env_name)` with `--dagger KEY=VALUE` items set (the benchmark
+    scripts' form), each checked as this command line checks its flag of the same name;
+    UsageError names the first bad one."""
+    cfg = dagger.task_config(env_name)
+    for key, value in parse_overrides(items, "--dagger").items():
+        if key not in cfg:
+            raise cli_checks.UsageError(
+                f"--dagger {key}: no such DAgger config field (fields: {', '.join(cfg)})."
+            )
+        check = DAGGER_CHECKS.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                if check is not None:
+                    check(str(item))
+            except argparse.ArgumentTypeError as e:
+                raise cli_checks.UsageError(f"--dagger {key}: {e}") from None
+        try:
+            cfg[key] = tuples(value)
+        except (TypeError, ValueError):  # ConfigDict refuses a value of another type
+            raise cli_checks.UsageError(
+                f"--dagger {key}: expected {type(cfg[key]).__name__}, got {value!r}"
+            ) from None
+    check_dagger_config(cfg)
+    return cfg
 
 
 def _flag(p: argparse._ActionsContainer, name: str, **kw) -> None:
