@@ -39,13 +39,10 @@ from playground.networks.ppo import make_ppo_networks
 from playground.networks.student import Student
 from playground.training import dagger, dagger_run, distill, ppo_params
 from playground.training.ppo import bind_randomizer
-from playground.training.run_config import DEFAULT_ENCODER
+from playground.training.run_config import DEFAULT_ENCODER, SHIPPED_TEACHERS
 from playground.training.run_files import parse_overrides, tuples
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_TEACHERS = {
-    "AlohaS2RPegInsertion": ROOT / "params/aloha_s2r_peg_insertion_native/policy.safetensors",
-}
 
 
 def random_teacher(env) -> Callable[[dict, jax.Array], jax.Array]:
@@ -212,8 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     randomizer = registry.get_domain_randomizer(args.env_name, env.config)
     twin = type(env).TEACHER_ENV
     path = args.teacher or SHIPPED_TEACHERS.get(twin)
-    teacher = dagger_run.load_teacher(path, env) if path else random_teacher(env)
+    # The whole Aloha task from the table: the composite teacher, as a run uses.
+    pick = SHIPPED_TEACHERS.get(getattr(type(env), "PICK_TEACHER_ENV", ""))
+    pick = pick if path and pick and "pick_state" in env.observation_size else ""
+    teacher = dagger_run.load_teacher(path, env, pick) if path else random_teacher(env)
     source = str(path) if path else f"random weights of the {twin} network"
+    if pick:
+        source = f"composite (pick {pick}, then {source})"
 
     today = dagger.default_config()
     loops = [] if args.no_today else [("today", today)]

@@ -9,11 +9,14 @@ Stages, each printing its result:
 3. AlohaS2RPegInsertion from its lifted start: both arms hold their objects.
 4. Teacher: learning/train_jax_ppo.py on FrankaReach (PPO, asymmetric actor-critic), with its
    run folder: checkpoints, logs, curve, policy, video.
-5. Student: experimental/train_dagger.py distils it into a FrankaReachStereo pixel student
-   (two 48x48 cameras, DAgger), with its run folder and camera video.
-6. ONNX: experimental/jax2onnx/aloha_nets_to_onnx.py exports both, checked against JAX.
+5. Student: experimental/train_dagger.py --domain-randomization, a few DAgger iterations of
+   the Aloha pixel student (both wrist cameras, RGB + depth) from the shipped teachers in
+   params/, the whole task from the table; a short run, printed beside the shipped student's
+   card.
+6. ONNX: experimental/jax2onnx/aloha_nets_to_onnx.py exports the teacher and the student's last
+   checkpoint, checked against JAX.
 7. Sim-to-sim: scripts/sim2sim.py runs both ONNX policies on a native-MuJoCo robot (latency,
-   sensor noise, safety layer, mujoco.Renderer cameras) beside the MJX env.
+   safety layer, mujoco.Renderer cameras) beside the MJX env.
 """
 
 # ruff: noqa: I001  (playground is imported first on purpose)
@@ -23,7 +26,9 @@ from __future__ import annotations
 import playground  # noqa: F401
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -139,54 +144,74 @@ def teacher(num_timesteps: int, logdir: str) -> dict:
     return summary
 
 
-def student(teacher_policy: str, iterations: int, logdir: str) -> dict:
+SHIPPED_STUDENT_CARD = "params/aloha_s2r_student_native.json"
+
+
+def student(iterations: int, logdir: str) -> dict:
     from playground.training import distill
 
     t = stage(
-        f"5. Student distillation (experimental/train_dagger.py): FrankaReachStereo, 48x48 "
-        f"stereo cameras, {iterations} DAgger iterations"
+        "5. Student distillation (experimental/train_dagger.py --domain-randomization): the "
+        f"Aloha pixel student from the shipped teachers, {iterations} DAgger iterations"
     )
     summary = distill.main(
         [
-            "--teacher",
-            teacher_policy,
-            "--env-config",
-            "vision.width=48",
-            "--env-config",
-            "vision.height=48",
+            "--domain-randomization",
+            "--env_config",
+            "impl=native",
             "--iterations",
             str(iterations),
+            "--eval_every",
+            str(iterations),
+            "--num_envs",
+            "32",
+            "--num_eval_envs",
+            "16",
+            "--num_videos",
+            "1",
             "--logdir",
             logdir,
         ]
     )
     print(
-        f"held-out success: student {summary['student_success_rate']:.0%}, teacher "
-        f"{summary['teacher_success_rate']:.0%} on the same starts; run folder "
-        f"{summary['run_dir']} (student.safetensors, checkpoints/, tb/, camera_views.mp4)"
+        f"a short run ({summary['env_steps']:,} env steps): held-out success student "
+        f"{summary['student_success_rate']:.0%}, teacher {summary['teacher_success_rate']:.0%} "
+        f"on the same {summary['eval_episodes']} starts; run folder {summary['run_dir']} "
+        "(students/, student.safetensors, checkpoints/, tb/, camera_views.mp4)"
     )
+    card = Path(__file__).resolve().parents[1] / SHIPPED_STUDENT_CARD
+    if card.is_file():
+        shipped = json.loads(card.read_text())
+        ev = (shipped.get("independent_evaluations") or [{}])[0]
+        print(
+            f"the shipped student ({SHIPPED_STUDENT_CARD}): {shipped['env_steps']:,} env steps, "
+            f"{ev.get('success_rate', shipped['success_rate']):.1%} success against its teacher's "
+            f"{ev.get('teacher', {}).get('success_rate', shipped['teacher_success_rate']):.1%} "
+            f"on {ev.get('episodes', '?')} held-out starts"
+        )
     print(f"({time.perf_counter() - t:.1f} s)")
     return summary
 
 
 def export(run_dirs: list[str]) -> list[str]:
+    """The ONNX file of each run: the teacher's, and the student's last checkpoint."""
     from playground.deploy import export_cli
 
     t = stage("6. ONNX export (experimental/jax2onnx/aloha_nets_to_onnx.py)")
     paths = []
     for run_dir in run_dirs:
-        for result in export_cli.main(["--checkpoint_path", run_dir]):
-            paths.append(result["onnx"])
+        results = export_cli.main(["--checkpoint_path", run_dir])
+        paths.append(results[0]["onnx"])  # a student run's newest checkpoint comes first
     print(f"({time.perf_counter() - t:.1f} s)")
     return paths
 
 
-def sim_to_sim(onnx_paths: list[str], episodes: int) -> None:
+def sim_to_sim(onnx_paths: list[str], episodes: list[int]) -> None:
     from playground.deploy import sim2sim
 
-    t = stage(f"7. Sim-to-sim (scripts/sim2sim.py): {episodes} episodes per policy")
-    for path in onnx_paths:
-        sim2sim.main(["--onnx", path, "--episodes", str(episodes)])
+    t = stage(f"7. Sim-to-sim (scripts/sim2sim.py): {' and '.join(map(str, episodes))} episodes")
+    for path, n in zip(onnx_paths, episodes, strict=True):
+        sim2sim.main(["--onnx", path, "--episodes", str(n)])
     print(f"({time.perf_counter() - t:.1f} s)")
 
 
@@ -206,10 +231,19 @@ def main(argv: list[str] | None = None) -> None:
         help="env steps of the FrankaReach teacher",
     )
     parser.add_argument(
-        "--student_iterations", type=positive, default=20, help="DAgger iterations of the student"
+        "--student_iterations",
+        type=positive,
+        default=6,
+        help="DAgger iterations of the Aloha student (32 envs x 8 steps each)",
     )
     parser.add_argument(
-        "--episodes", type=positive, default=16, help="sim-to-sim episodes per policy"
+        "--episodes", type=positive, default=16, help="sim-to-sim episodes of the teacher"
+    )
+    parser.add_argument(
+        "--student_episodes",
+        type=positive,
+        default=4,
+        help="sim-to-sim episodes of the Aloha student (160 steps each)",
     )
     parser.add_argument("--logdir", default="logs", help="where the run folders go")
     args = parser.parse_args(argv)
@@ -229,8 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     peg_lifted_start()
     if not args.quick:
         t = teacher(args.teacher_timesteps, args.logdir)
-        s = student(t["policy"], args.student_iterations, args.logdir)
-        sim_to_sim(export([t["run_dir"], s["run_dir"]]), args.episodes)
+        s = student(args.student_iterations, args.logdir)
+        sim_to_sim(export([t["run_dir"], s["run_dir"]]), [args.episodes, args.student_episodes])
     print(f"\nDemo finished in {time.perf_counter() - start:.0f} s.")
 
 

@@ -1,6 +1,7 @@
-"""Success rate of a teacher policy file on fresh held-out starts, with a 95% interval.
+"""Success rate of a teacher or student policy file on fresh held-out starts, with a 95% interval.
 
     python scripts/eval_policy.py params/aloha_s2r_pick_native/policy.safetensors --episodes 512
+    python scripts/eval_policy.py params/aloha_s2r_student_native/student.safetensors --seed 7
 
     python scripts/eval_policy.py params/aloha_s2r_peg_insertion_native/policy.safetensors \
         --pick_policy params/aloha_s2r_pick_native/policy.safetensors --episodes 1024
@@ -10,7 +11,10 @@ run config unless flags override them (`--env_config KEY=VALUE`, repeatable). Wi
 `--pick_policy`, an AlohaS2RPegInsertion teacher is evaluated on the whole task from the table:
 that AlohaS2RPick policy lifts both objects (each arm in its own frame), then the insertion
 policy takes over (`phase1="policy"`, `episode_length` 160); "lifted" counts the episodes where
-both objects were picked. Starts and randomised models are drawn from `--seed`, far
+both objects were picked. A student file (experimental/train_dagger.py) is evaluated together
+with its teacher (the files its run config names; the composite one for the whole Aloha task) on
+the same starts and randomised models, and the student's success is also given as a share of
+the teacher's. Starts and randomised models are drawn from `--seed`, far
 from the seeds the trainer uses (its training envs and its own held-out evaluation), so the figure
 is independent of any choice made on the trainer's evaluations.
 """
@@ -52,6 +56,29 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(centre - half, 0.0), min(centre + half, 1.0)
 
 
+def is_student(payload: dict[str, Any]) -> bool:
+    return payload.get("format") == policy_file.STUDENT_FORMAT
+
+
+def teacher_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """A student's teacher, as its run config names it (`teacher`, and `pick_teacher` for the
+    whole Aloha task), as a payload `policy_of` takes."""
+    config = payload["extra"].get("config", {})
+    return {"teacher_of": payload, "teacher": config["teacher"], "pick": config.get("pick_teacher")}
+
+
+def policy_of(payload: dict[str, Any], env) -> Callable[[Any, Any], Any]:
+    """The deterministic policy `fn(obs, key)` for one observation of a teacher file, a student
+    file, or a student's teacher (`teacher_of`)."""
+    if "teacher_of" in payload:
+        from playground.training.dagger_run import load_teacher
+
+        return load_teacher(payload["teacher"], env, payload["pick"] or "")
+    if is_student(payload):
+        return policy_file.make_student_fn(payload)
+    return policy_file.make_policy_fn(payload)
+
+
 def run_episodes(
     payload: dict[str, Any],
     episodes: int,
@@ -64,8 +91,9 @@ def run_episodes(
     """(env, domain_randomization, run) for `payload`'s run. `run() -> (metrics, recorded)` plays
     `episodes` deterministic episodes (one per env, in one batch) from the starts and randomised
     models of `seed`, recording `make_record(env)(state)` after every step."""
-    run_config = payload["extra"].get("config", {})
-    name = payload["env_name"]
+    source = payload.get("teacher_of", payload)
+    run_config = source["extra"].get("config", {})
+    name = source["env_name"]
     saved_env = dict(run_config.get("env", {}))
     if impl is not None:
         saved_env["impl"] = impl
@@ -78,7 +106,13 @@ def run_episodes(
         randomizer = bind_randomizer(
             registry.get_domain_randomizer(name, env.config), k_model, episodes
         )
-    policy = policy_file.make_policy_fn(payload)  # batched observations work as well
+    one = policy_of(payload, env)
+
+    def policy(obs, key):
+        # One observation at a time: the composite teacher indexes its arms.
+        n = jax.tree_util.tree_leaves(obs)[0].shape[0]
+        return jax.vmap(one)(obs, jax.random.split(key, n))
+
     evaluator = evaluate.make_evaluator(
         env,
         lambda params, deterministic: lambda obs, key: (policy(obs, key), {}),
@@ -114,7 +148,7 @@ def evaluate_policy(
         domain_randomization,
         env_overrides,
     )
-    name = payload["env_name"]
+    name = payload.get("teacher_of", payload)["env_name"]
     t0 = time.perf_counter()
     metrics, (success, done, switched) = run()
     metrics = {k: float(v) for k, v in metrics.items()}
@@ -145,11 +179,29 @@ def evaluate_policy(
     }
 
 
+def summary_line(result: dict[str, Any], who: str = "") -> str:
+    low, high = result["success_95ci"]
+    dr = result["domain_randomization"]
+    return (
+        f"{who}{result['env_name']} ({result['impl']}, DR {'on' if dr else 'off'}): "
+        f"{result['successes']}/{result['episodes']} = {result['success_rate']:.1%} success "
+        f"(95% CI {low:.1%} to {high:.1%}); {result['reached_goal_at_some_step']} reached the goal "
+        f"at some step; "
+        + (f"{result['lifted_both']} lifted both objects; " if "lifted_both" in result else "")
+        + f"mean return {result['episode_reward']:.1f}; "
+        f"{result['seconds']:.0f} s with compilation"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cli_checks.ArgumentParser(
         prog="eval_policy.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    p.add_argument("policy", type=Path, help="a teacher policy file (policy.safetensors)")
+    p.add_argument(
+        "policy",
+        type=Path,
+        help="a teacher policy file (policy.safetensors) or a student file (student.safetensors)",
+    )
     p.add_argument("--episodes", type=cli_checks.positive_int, default=256)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--impl", choices=("jax", "warp", "native"), default=None)
@@ -185,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 **overrides,
             }
         else:
-            payload = policy_file.read_policy(args.policy)
+            payload = policy_file.read_any(args.policy)
     except (
         FileNotFoundError,
         policy_file.PolicyFileError,
@@ -193,24 +245,21 @@ def main(argv: list[str] | None = None) -> int:
         ValueError,
     ) as e:
         p.exit(2, f"eval_policy.py: error: {e}\n")
+    args_eval = (args.episodes, args.seed, args.impl, args.domain_randomization, overrides)
     try:
-        result = evaluate_policy(
-            payload, args.episodes, args.seed, args.impl, args.domain_randomization, overrides
-        )
-    except cli_checks.UsageError as e:  # a config key the task lacks, say; bugs keep tracebacks
+        result = evaluate_policy(payload, *args_eval)
+        print(summary_line(result, "student: " if is_student(payload) else ""))
+        if is_student(payload):
+            teacher = evaluate_policy(teacher_of(payload), *args_eval)
+            print(summary_line(teacher, "teacher: "))
+            result["teacher"] = teacher
+            if teacher["success_rate"] > 0:
+                result["student_to_teacher"] = result["success_rate"] / teacher["success_rate"]
+                print(f"student / teacher success: {result['student_to_teacher']:.1%}")
+    except (cli_checks.UsageError, FileNotFoundError, policy_file.PolicyFileError) as e:
+        # A config key the task lacks, a student's teacher gone or wrong; bugs keep tracebacks.
         cli_checks.exit_usage(p, e)
     result["command"] = " ".join(["python scripts/eval_policy.py", *(argv or sys.argv[1:])])
-    low, high = result["success_95ci"]
-    dr = result["domain_randomization"]
-    print(
-        f"{result['env_name']} ({result['impl']}, DR {'on' if dr else 'off'}): "
-        f"{result['successes']}/{result['episodes']} = {result['success_rate']:.1%} success "
-        f"(95% CI {low:.1%} to {high:.1%}); {result['reached_goal_at_some_step']} reached the goal "
-        f"at some step; "
-        + (f"{result['lifted_both']} lifted both objects; " if "lifted_both" in result else "")
-        + f"mean return {result['episode_reward']:.1f}; "
-        f"{result['seconds']:.0f} s with compilation"
-    )
     if args.json:
         atomic.write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0

@@ -212,8 +212,10 @@ def test_the_right_arm_sees_itself_as_the_left_arm_does():
     left, right = env.arms
     q = np.asarray(state.data.qpos).copy()
     q[right.qpos_adr] = q[left.qpos_adr] = [0.3, -0.2, 0.9, 0.1, -0.5, 0.2, 0.02, 0.02]
-    data = env.forward(state.data.replace(qpos=jnp.asarray(q)))
-    pick = np.asarray(env.robot_observation(data, {"has_switched": jnp.zeros(())})["pick_state"])
+    # Jitted: op by op, MJX's forward pass took two minutes of the CI budget.
+    data = jax.jit(env.forward)(state.data.replace(qpos=jnp.asarray(q)))
+    observe = jax.jit(env.robot_observation)
+    pick = np.asarray(observe(data, {"has_switched": jnp.zeros(())})["pick_state"])
     pinch = np.r_[23:32]
     np.testing.assert_allclose(pick[0][pinch], pick[1][pinch], atol=1e-5)
 

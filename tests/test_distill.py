@@ -88,6 +88,10 @@ def test_run_folder_has_every_output(tiny_dagger_run):
     assert action.shape == (3,) and np.all(np.abs(action) <= 1)
 
 
+# Slow: a resumed run compiles its loop and evaluation again (about 3 minutes on 2 cores, see
+# docs/results.md, "Test suite"). CI keeps the teacher's resume (test_train_ppo.py); the student's
+# is also in the slow latent and Aloha runs below.
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(tiny_dagger_run):
     run_dir, _ = tiny_dagger_run
     config, step, _ = checkpoint.read_config(run_dir)
@@ -145,6 +149,79 @@ def test_bad_task_and_resume_flags_are_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         distill.main(["--load-checkpoint-path", str(tmp_path), "--batch-size", "4"])
     assert "--batch_size" in capsys.readouterr().err
+
+
+def test_default_command_distils_the_aloha_student_from_the_shipped_teachers(tmp_path):
+    """`train_dagger.py --domain-randomization`, as Playground's users type it: the whole Aloha
+    task from the table, the composite of the shipped teachers, randomisation on."""
+    from playground.training import run_config
+
+    args = distill.build_parser().parse_args(["--domain-randomization", "--logdir", str(tmp_path)])
+    config = distill.make_run_config(args)
+    assert config["env_name"] == "AlohaS2RPegInsertionDistill"
+    shipped = run_config.SHIPPED_TEACHERS
+    assert config["teacher"] == str(shipped["AlohaS2RPegInsertion"])
+    assert config["pick_teacher"] == str(shipped["AlohaS2RPick"])
+    assert config["env"]["phase1"] == "agent" and config["env"]["episode_length"] == 160
+    assert config["dagger"]["episode_length"] == 160 and config["dagger"]["student"] == "latent"
+    assert config["domain_randomization"] and config["env"]["vision"]["visual_dr"]["enabled"]
+    # The insertion alone (both objects held) has one teacher.
+    args = distill.build_parser().parse_args(["--env_config", "phase1=lifted"])
+    assert distill.make_run_config(args)["pick_teacher"] == ""
+
+
+def test_wrong_teacher_files_for_the_aloha_student_are_clear_errors(tmp_path, capsys):
+    from playground.training import run_config
+
+    pick = str(run_config.SHIPPED_TEACHERS["AlohaS2RPick"])
+    insert = str(run_config.SHIPPED_TEACHERS["AlohaS2RPegInsertion"])
+    # The two teachers swapped.
+    with pytest.raises(SystemExit):
+        distill.main(["--teacher", pick, "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--teacher" in err and "trained on 'AlohaS2RPick'" in err
+    assert "distils a 'AlohaS2RPegInsertion' teacher" in err
+    with pytest.raises(SystemExit):
+        distill.main(["--pick_teacher", insert, "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--pick_teacher" in err and "distils a 'AlohaS2RPick' teacher" in err
+    # A student file given as a teacher says what it is.
+    student = tmp_path / "student.safetensors"
+    policy_file.save_student(
+        student,
+        env_name="AlohaS2RPegInsertionDistill",
+        params={"params": {"w": np.zeros(2, np.float32)}},
+        network={"action_size": 14},
+        observation_spec={"proprio": ((65,), "float32")},
+    )
+    with pytest.raises(SystemExit):
+        distill.main(["--teacher", str(student), "--logdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "student.safetensors" in err and "(a pixel student)" in err
+    assert "(a teacher policy)" in err
+    # A task without a pick phase takes no pick teacher.
+    with pytest.raises(SystemExit):
+        distill.main([*ENV_FLAGS, "--pick_teacher", pick, "--logdir", str(tmp_path)])
+    assert "--pick_teacher: FrankaReachStereo" in capsys.readouterr().err
+
+
+def test_run_exports_one_onnx_per_checkpoint_as_playground_lays_them_out(tiny_dagger_run, tmp_path):
+    """`aloha_nets_to_onnx.py --checkpoint_path <distill run>`: `<run name>/<env steps>.onnx`
+    for the student of every checkpoint, each through the parity gate."""
+    from playground.deploy import export_cli
+
+    run_dir, _ = tiny_dagger_run
+    students = sorted((run_dir / policy_file.STUDENT_CHECKPOINTS_DIR).glob("*.safetensors"))
+    steps = sorted(int(p.stem) for p in students)
+    assert steps[:2] == [TINY_STEPS, 2 * TINY_STEPS]
+    results = export_cli.main(["--checkpoint_path", str(run_dir), "--output_dir", str(tmp_path)])
+    written = sorted(int(Path(r["onnx"]).stem) for r in results)
+    assert written == steps
+    assert all(Path(r["onnx"]).parent == tmp_path / run_dir.name for r in results)
+    assert all(r["parity_max_abs_diff"] <= 1e-5 for r in results)
+    # Without --output_dir the layout is Playground's, under experimental/jax2onnx/.
+    (source,) = [s for s in export_cli.find_sources(run_dir) if s.path == students[0]]
+    assert source.onnx == export_cli.ONNX_POLICIES / run_dir.name / f"{steps[0]}.onnx"
 
 
 def test_camera_grid_puts_cameras_side_by_side_and_depth_below():
@@ -225,3 +302,54 @@ def test_latent_student_run_writes_resumes_and_exports(tiny_latent_run, tmp_path
         ["--checkpoint_path", resumed["student"], "--output_dir", str(tmp_path)]
     )
     assert Path(result["onnx"]).is_file() and result["parity_max_abs_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_tiny_aloha_run_writes_a_student_resumes_and_exports(tmp_path):
+    """The default command on a tiny budget: the whole Aloha task from the shipped teachers, a
+    student per checkpoint, a resume, and the Playground export layout."""
+    from playground.deploy import export_cli
+
+    flags = [
+        "--domain-randomization",
+        "--env_config",
+        "impl=native",
+        "--iterations",
+        "2",
+        "--eval_every",
+        "1",
+        "--num_eval_envs",
+        "4",
+        "--num_envs",
+        "4",
+        "--unroll_length",
+        "5",
+        "--updates_per_iteration",
+        "4",
+        "--update_unroll",
+        "2",
+        "--batch_size",
+        "16",
+        "--num_videos",
+        "0",
+        "--no-progress",
+        "--logdir",
+        str(tmp_path / "runs"),
+    ]
+    summary = distill.main(flags)
+    assert summary["env_name"] == "AlohaS2RPegInsertionDistill"
+    assert summary["teacher_success_rate"] >= 0.75, summary  # the composite teacher, 4 starts
+    run_dir = Path(summary["run_dir"])
+    payload = policy_file.read_student(summary["student"], "AlohaS2RPegInsertionDistill")
+    spec = payload["observation_spec"]
+    assert spec["rgb"][0] == (2, 32, 32, 3) and spec["depth"][0] == (2, 32, 32)
+    assert spec["proprio"][0] == (65,)
+    resumed = distill.main(
+        ["--load-checkpoint-path", str(run_dir), "--iterations", "3", "--no-progress"]
+    )
+    assert resumed["iterations"] == 3
+    results = export_cli.main(
+        ["--checkpoint_path", str(run_dir), "--output_dir", str(tmp_path / "onnx")]
+    )
+    assert sorted(Path(r["onnx"]).name for r in results) == ["20.onnx", "40.onnx", "60.onnx"]
+    assert all(r["parity_max_abs_diff"] <= 1e-5 for r in results)

@@ -18,6 +18,7 @@ from .conftest import load_script
 REPO = Path(__file__).resolve().parents[1]
 PICK = REPO / "params" / "aloha_s2r_pick_native"
 INSERT = REPO / "params" / "aloha_s2r_peg_insertion_native"
+STUDENT = REPO / "params" / "aloha_s2r_student_native"
 
 
 def _shipped(name_dir: Path) -> tuple[dict, dict]:
@@ -25,7 +26,47 @@ def _shipped(name_dir: Path) -> tuple[dict, dict]:
     if not card_path.is_file():
         pytest.fail(f"{card_path} is missing: ship a run with scripts/ship_policy.py")
     card = json.loads(card_path.read_text())
-    return card, policy_file.read_policy(REPO / card["policy"], card["env_name"])
+    return card, policy_file.read_any(REPO / card["policy"], card["env_name"])
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_student_card_matches_its_files():
+    """The Aloha pixel student: its card, its ONNX export and the teachers it names are the
+    files in params/."""
+    import onnx
+
+    card, payload = _shipped(STUDENT)
+    assert payload["format"] == policy_file.STUDENT_FORMAT
+    assert card["kind"] == "student" and card["env_name"] == "AlohaS2RPegInsertionDistill"
+    assert card["impl"] == "native" and card["domain_randomization"] is True
+    assert card["env_config"]["phase1"] == "agent"  # the whole task from the table
+    assert card["commands"][0].startswith(
+        "python experimental/train_dagger.py --domain-randomization"
+    )
+    assert payload["extra"]["env_steps"] == card["env_steps"]
+    curve = {p["env_steps"]: p["success_rate"] for p in card["learning_curve"]}
+    assert curve[card["env_steps"]] == card["success_rate"]
+    if card.get("selected") == "best":  # the best evaluation, the latest on a tie
+        assert card["success_rate"] == max(curve.values())
+        assert card["env_steps"] == max(s for s, v in curve.items() if v == card["success_rate"])
+    else:
+        assert card["learning_curve"][-1]["env_steps"] == card["env_steps"]
+    for key, name_dir in (("teacher", INSERT), ("pick_teacher", PICK)):
+        assert card["teachers"][key]["sha256"] == _sha256(name_dir / "policy.safetensors")
+    model = onnx.load(str(REPO / card["onnx"]), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["s2r/source_sha256"] == _sha256(REPO / card["policy"])
+    assert json.loads(meta["s2r/parity"])["max_abs_diff"] <= 1e-5
+    ev = card["independent_evaluations"][0]
+    assert ev["command"].startswith("python scripts/eval_policy.py " + card["policy"])
+    teacher = ev["teacher"]
+    assert (teacher["episodes"], teacher["seed"]) == (ev["episodes"], ev["seed"]) == (1024, 7)
+    assert ev["student_to_teacher"] == pytest.approx(ev["success_rate"] / teacher["success_rate"])
 
 
 @pytest.mark.parametrize(
@@ -75,7 +116,7 @@ def _evaluated_cards() -> list[Path]:
 
 
 def test_every_policy_card_is_checked():
-    for name_dir in (PICK, INSERT):
+    for name_dir in (PICK, INSERT, STUDENT):
         assert name_dir.with_name(name_dir.name + ".json") in _evaluated_cards()
 
 
@@ -146,3 +187,84 @@ def test_ship_policy_writes_the_runs_policy_and_card(reach_run, tmp_path, capsys
     with pytest.raises(SystemExit):
         ship.main([str(tmp_path / "empty"), "--name", "x", "--params_dir", str(out)])
     assert "policy.safetensors' does not exist" in capsys.readouterr().err
+
+
+def test_ship_policy_ships_a_student_with_its_teachers_and_onnx(tiny_dagger_run, tmp_path, capsys):
+    import hashlib
+
+    import onnx
+    from onnx import helper
+
+    ship = load_script("ship_policy")
+    run_dir, summary = tiny_dagger_run
+    out = tmp_path / "params"
+    student = run_dir / "student.safetensors"
+
+    def onnx_file(name: str, sha: str) -> Path:
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+        model = helper.make_model(graph)
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "s2r/source_sha256", sha
+        path = tmp_path / name
+        onnx.save(model, str(path))
+        return path
+
+    ship_s = [str(run_dir), "--name", "s", "--params_dir", str(out), "--onnx"]
+    # An ONNX file exported from another file is refused before anything is written.
+    with pytest.raises(SystemExit):
+        ship.main([*ship_s, str(onnx_file("o.onnx", "0" * 64))])
+    assert "was not exported from" in capsys.readouterr().err
+    assert not (out / "s.json").exists()
+    good = onnx_file("student.onnx", hashlib.sha256(student.read_bytes()).hexdigest())
+    ship.main([*ship_s, str(good), "--wall_seconds", "9"])
+    card = json.loads((out / "s.json").read_text())
+    assert card["kind"] == "student" and card["env_name"] == "FrankaReachStereo"
+    assert card["commands"][0].startswith("python experimental/train_dagger.py")
+    assert (
+        card["teachers"]["teacher"]["sha256"]
+        == hashlib.sha256(Path(summary["teacher"]).read_bytes()).hexdigest()
+    )
+    config = json.loads((run_dir / "config.json").read_text())["dagger"]
+    iterations = json.loads((run_dir / "final.json").read_text())["iterations"]
+    assert card["env_steps"] == iterations * config["num_envs"] * config["unroll_length"]
+    assert (
+        card["gradient_samples"]
+        == iterations * config["updates_per_iteration"] * config["batch_size"]
+    )
+    assert card["learning_curve"][-1]["teacher_success_rate"] == card["teacher_success_rate"]
+    assert (out / "s" / "student.safetensors").read_bytes() == student.read_bytes()
+    assert (out / "s" / "student.onnx").read_bytes() == good.read_bytes()
+    # --policy best: the checkpoint student of the best held-out evaluation (latest on a tie).
+    ship.main([str(run_dir), "--name", "b", "--params_dir", str(out), "--policy", "best"])
+    best = json.loads((out / "b.json").read_text())
+    curve = {p["env_steps"]: p["success_rate"] for p in card["learning_curve"]}
+    top = max(curve.values())
+    assert best["selected"] == "best" and best["success_rate"] == top
+    assert best["env_steps"] == max(s for s, v in curve.items() if v == top)
+    chosen = run_dir / "students" / f"{best['env_steps']}.safetensors"
+    assert (out / "b" / "student.safetensors").read_bytes() == chosen.read_bytes()
+
+
+def test_shipped_student_onnx_does_the_whole_task_on_the_native_robot(capsys):
+    """The shipped student's ONNX on the native-MuJoCo Aloha (mujoco.Renderer cameras, the
+    task's latency), a few held-out starts: it picks both objects and inserts in most."""
+    from playground.deploy import sim2sim
+
+    card, _ = _shipped(STUDENT)
+    onnx_path = str(REPO / card["onnx"])
+    summary = sim2sim.main(["--onnx", onnx_path, "--episodes", "4", "--nomjx"])
+    assert summary["kind"] == "student" and summary["env"] == "AlohaS2RPegInsertionDistill"
+    assert summary["native_lifted_both_rate"] == 1.0, summary
+    assert summary["native_success_rate"] >= 0.75, summary
+    assert summary["faults"] == {} and summary["loop_latency"]["p99_ms"] < 50.0, summary
+    capsys.readouterr()
+    # The file for another task is a one-line error naming it and the task it was made for.
+    with pytest.raises(SystemExit):
+        sim2sim.main(["--onnx", onnx_path, "--env", "FrankaReachStereo", "--episodes", "1"])
+    err = capsys.readouterr().err
+    assert "student.onnx was exported for 'AlohaS2RPegInsertionDistill'" in err

@@ -60,6 +60,15 @@ def teacher_forward(payload: Mapping[str, Any]) -> Callable[[jax.Array], jax.Arr
     return forward
 
 
+def depth_max_m(payload: Mapping[str, Any]) -> float | None:
+    """The depth camera's range cut the student trained with (metres), or None: beyond it the
+    training images had no return (0), so the graph cuts a raw depth image the same way and a
+    robot passes its camera's depth as it comes (render/depth_noise.py, `max_range`)."""
+    vision = payload.get("extra", {}).get("config", {}).get("env", {}).get("vision", {})
+    cut = vision.get("depth_noise", {}).get("max_range", {}) if vision.get("depth") else {}
+    return float(cut["max_m"]) if cut.get("enabled") else None
+
+
 def student_forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
     """`fn(*inputs in observation_spec order) -> action [B, a]` of a student file."""
     from playground.networks.student import Student
@@ -67,9 +76,14 @@ def student_forward(payload: Mapping[str, Any]) -> Callable[..., jax.Array]:
     student = Student(**payload["network"])
     params = jax.tree_util.tree_map(jnp.asarray, payload["params"])
     keys = tuple(payload["observation_spec"])
+    cut = depth_max_m(payload)
 
     def forward(*inputs: jax.Array) -> jax.Array:
-        return student.apply(params, dict(zip(keys, inputs, strict=True)))[0]
+        obs = dict(zip(keys, inputs, strict=True))
+        if cut is not None and "depth" in obs:
+            # Idempotent on the env's images (already cut), so parity holds on them.
+            obs["depth"] = jnp.where(obs["depth"] > cut, 0.0, obs["depth"])
+        return student.apply(params, obs)[0]
 
     return forward
 

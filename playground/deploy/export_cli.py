@@ -1,30 +1,41 @@
 """The command line of experimental/jax2onnx/aloha_nets_to_onnx.py: policy files to ONNX.
 
     python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path logs/FrankaReach-<ts>
+    python experimental/jax2onnx/aloha_nets_to_onnx.py \
+        --checkpoint_path logs/AlohaS2RPegInsertionDistill-dagger-<ts>
     python experimental/jax2onnx/aloha_nets_to_onnx.py --checkpoint_path RUN/student.safetensors
 
     python experimental/jax2onnx/aloha_nets_to_onnx.py \
         --checkpoint_path params/aloha_s2r_peg_insertion_native/policy.safetensors \
         --pick_policy params/aloha_s2r_pick_native/policy.safetensors
 
-`--checkpoint_path` is a run folder (its `policy.safetensors` teacher and/or `student.safetensors`
-student are exported) or one of those files; legacy `.pkl` files are refused (convert them with
-scripts/convert_policy.py). Each policy becomes `<run>/onnx/<teacher|student>.onnx` (or
-`--output_dir`). With `--pick_policy`, an AlohaS2RPegInsertion teacher is exported together with
-that AlohaS2RPick policy as the composite teacher of the whole bimanual task (`composite.onnx`:
-the pick policy per arm, then the insertion policy; playground/envs/aloha/composite.py), for the
-env's `phase1="agent"` mode.
+`--checkpoint_path` is a run folder or one policy file; legacy `.pkl` files are refused (convert
+them with scripts/convert_policy.py).
+- A teacher run (learning/train_jax_ppo.py): its `policy.safetensors` becomes
+  `<run>/onnx/teacher.onnx`.
+- A student run (experimental/train_dagger.py), as Playground lays it out: the student at every
+  checkpoint of the run (`students/<env steps>.safetensors`; a run without them gives its final
+  `student.safetensors`) becomes `experimental/jax2onnx/onnx_policies/<run name>/<env
+  steps>.onnx`.
+- One file: `<its folder>/onnx/<teacher|student>.onnx`.
+`--output_dir` replaces the folder (for a student run, `onnx_policies/`). With `--pick_policy`, an
+AlohaS2RPegInsertion teacher is exported together with that AlohaS2RPick policy as the composite
+teacher of the whole bimanual task (`composite.onnx`: the pick policy per arm, then the insertion
+policy; playground/envs/aloha/composite.py), for the env's `phase1="agent"` mode.
 
 Before a file is written, the policy drives its own env for a few steps and the ONNX actions on
 those recorded observations must match JAX's to `--tol` (1e-5); otherwise the export fails and
-nothing is written. Metadata in the file: format, kind, task, inputs (names,
-shapes, dtypes), action range and the env's action scaling, control rate, the env config, the
-SHA-256 of the source file, and the parity result.
+nothing is written (a student run's checkpoints are all checked on one recording, made with its
+final student). Metadata in the file: format, kind, task, inputs (names, shapes, dtypes, and for
+a camera input what it holds: units, range, invalid pixels), action range and the env's action
+scaling, control rate, the env config, the SHA-256 of the source file, and the parity result.
+A student's graph applies the depth camera's range cut itself (`export.student_forward`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,22 +53,69 @@ SOURCES = {"teacher": policy_file.POLICY_FILE, "student": policy_file.STUDENT_FI
 LEGACY_SOURCES = ("policy.pkl", "student.pkl")
 
 
-def find_sources(path: str | Path) -> dict[str, Path]:
-    """kind -> policy file, from a run folder or one file; an error says what was expected."""
+ONNX_POLICIES = Path(__file__).resolve().parents[2] / "experimental" / "jax2onnx" / "onnx_policies"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One file to export: its kind, where it is, and the ONNX file it becomes."""
+
+    kind: str
+    path: Path
+    onnx: Path
+
+
+def _student_steps(path: Path) -> int:
+    """Env steps of a student file: its checkpoint's name, else what the run recorded."""
+    if path.stem.isdigit():
+        return int(path.stem)
+    extra = policy_file.read_student(path).get("extra", {})
+    if "env_steps" in extra:
+        return int(extra["env_steps"])
+    dagger = extra.get("config", {}).get("dagger", {})
+    return (
+        int(extra.get("iterations", 0))
+        * int(dagger.get("num_envs", 0))
+        * int(dagger.get("unroll_length", 0))
+    )
+
+
+def find_sources(path: str | Path, output_dir: str | Path | None = None) -> list[Source]:
+    """The files to export and where each goes (see the module doc); an error says what was
+    expected."""
     path = Path(path).expanduser().resolve()
+    out = Path(output_dir).expanduser().resolve() if output_dir else None
     if path.is_file():
-        kind = "student" if path.name.startswith("student") else "teacher"
-        return {kind: path}
+        # By its name, so that a bad output folder is reported before the file is read: a
+        # student is `student*` or a checkpoint's `<env steps>.safetensors` (students/).
+        student = path.name.startswith("student") or path.stem.isdigit()
+        kind = "student" if student else "teacher"
+        return [Source(kind, path, (out or path.parent / "onnx") / f"{kind}.onnx")]
     if not path.is_dir():
         raise FileNotFoundError(f"--checkpoint_path {path} does not exist.")
-    found = {k: path / name for k, name in SOURCES.items() if (path / name).is_file()}
+    found = []
+    students = sorted(
+        (path / policy_file.STUDENT_CHECKPOINTS_DIR).glob(f"*{policy_file.SUFFIX}"),
+        key=lambda p: int(p.stem) if p.stem.isdigit() else -1,
+    )
+    students = [p for p in students if p.stem.isdigit()]
+    if not students and (path / SOURCES["student"]).is_file():
+        students = [path / SOURCES["student"]]
+    for student in students:
+        folder = (out or ONNX_POLICIES) / path.name
+        found.append(Source("student", student, folder / f"{_student_steps(student)}.onnx"))
+    if (path / SOURCES["teacher"]).is_file():
+        found.append(
+            Source("teacher", path / SOURCES["teacher"], (out or path / "onnx") / "teacher.onnx")
+        )
     if not found:
         for name in LEGACY_SOURCES:  # a run from before the safe format: say how to convert
             if (path / name).is_file():
                 raise policy_file.legacy_error(path / name)
         raise FileNotFoundError(
-            f"No policy in {path}: expected {SOURCES['teacher']} (learning/train_jax_ppo.py) or "
-            f"{SOURCES['student']} (experimental/train_dagger.py)."
+            f"No policy in {path}: expected {SOURCES['teacher']} (learning/train_jax_ppo.py), or "
+            f"{policy_file.STUDENT_CHECKPOINTS_DIR}/ or {SOURCES['student']} "
+            "(experimental/train_dagger.py)."
         )
     return found
 
@@ -135,14 +193,35 @@ def metadata(
     kind: str, source: Path, payload: dict[str, Any], env, parity: float, samples: int
 ) -> dict[str, Any]:
     config = env.config.to_dict()
+    inputs = {
+        name: {"shape": ["B", *shape], "dtype": dtype}
+        for name, (shape, dtype) in export.input_specs(payload).items()
+    }
+    vision = config.get("vision") or {}
+    cameras = list(vision.get("cameras", ()))
+    if "rgb" in inputs:
+        inputs["rgb"]["holds"] = (
+            f"RGB 0-255 as the camera gives it, cameras {cameras} in this order; the graph "
+            "scales it"
+        )
+    if "depth" in inputs:
+        cut = export.depth_max_m(payload)
+        inputs["depth"]["holds"] = (
+            f"linear z-depth in metres, cameras {cameras} in this order, 0 = no return"
+            + (f"; the graph sets depth beyond {cut} m to 0 (the camera's range cut)" * bool(cut))
+        )
+    if "proprio" in inputs:
+        inputs["proprio"]["holds"] = (
+            "the entries of the task's `state` observation the robot measures itself "
+            f"(indices {list(map(int, type(env).PROPRIO))}; playground/deploy/obs_builder.py)"
+            if hasattr(type(env), "PROPRIO")
+            else "the robot's own measurements (playground/deploy/obs_builder.py)"
+        )
     return {
         "s2r/format": FORMAT,
         "s2r/kind": kind,
         "s2r/env_name": payload["env_name"],
-        "s2r/inputs": {
-            name: {"shape": ["B", *shape], "dtype": dtype}
-            for name, (shape, dtype) in export.input_specs(payload).items()
-        },
+        "s2r/inputs": inputs,
         "s2r/output": {"name": export.ACTION_OUTPUT, "shape": ["B", env.action_size]},
         "s2r/action": {
             "range": [-1.0, 1.0],
@@ -157,24 +236,28 @@ def metadata(
 
 
 def export_one(
-    kind: str,
-    source: Path,
-    out_dir: Path,
+    source: Source,
     num_envs: int,
     steps: int,
     tol: float,
     pick_policy: Path | None = None,
+    observations: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    payload = load_payload(kind, source)
+    """Exports `source` after the parity check; `observations` (recorded in the policy's env)
+    are recorded now when not given. The result holds them for the next checkpoint of a run."""
+    kind = source.kind
+    payload = load_payload(kind, source.path)
     extra = {}
+    target = source.onnx
     if pick_policy is not None:
         if kind != "teacher":
             raise policy_file.PolicyFileError(
                 f"--pick_policy goes with an {composite.INSERT_ENV} teacher, not a {kind} file."
             )
-        pick, payload = composite.read(pick_policy, source)
+        pick, payload = composite.read(pick_policy, source.path)
         payload = export.composite_payload(pick, payload)
         kind = "composite"
+        target = target.with_name("composite.onnx")
         extra = {
             "s2r/pick_source": str(pick_policy),
             "s2r/pick_source_sha256": export.file_sha256(pick_policy),
@@ -183,15 +266,20 @@ def export_one(
         steps = max(steps, 60)
     env = env_of(payload)
     model = export.to_onnx(payload, model_name=f"{payload['env_name']}_{kind}")
-    observations = record_observations(env, payload, num_envs, steps, seed=0)
+    if observations is None:
+        observations = record_observations(env, payload, num_envs, steps, seed=0)
     samples = len(next(iter(observations.values())))
     parity = export.check_parity(model, payload, observations, tol)
     path = export.save(
-        model,
-        out_dir / f"{kind}.onnx",
-        {**metadata(kind, source, payload, env, parity, samples), **extra},
+        model, target, {**metadata(kind, source.path, payload, env, parity, samples), **extra}
     )
-    return {"kind": kind, "onnx": str(path), "parity_max_abs_diff": parity, "samples": samples}
+    return {
+        "kind": kind,
+        "onnx": str(path),
+        "parity_max_abs_diff": parity,
+        "samples": samples,
+        "observations": observations,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("--checkpoint_path", required=True, dest="path")
-    p.add_argument("--output_dir", default=None, help="default: <run>/onnx")
+    p.add_argument(
+        "--output_dir",
+        default=None,
+        help="default: <run>/onnx, or experimental/jax2onnx/onnx_policies for a student run",
+    )
     p.add_argument(
         "--pick_policy",
         default=None,
@@ -230,22 +322,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        sources = find_sources(args.path)
-        out_dirs = {
-            kind: Path(args.output_dir) if args.output_dir else source.parent / "onnx"
-            for kind, source in sources.items()
-        }
+        sources = find_sources(args.path, args.output_dir)
         # Before the parity rollouts, which take a minute, and before the first file is written.
-        for out_dir in set(out_dirs.values()):
+        for folder in sorted({s.onnx.parent for s in sources}):
             flag = "--output_dir" if args.output_dir else "the default --output_dir"
-            cli_checks.check_writable_dir(out_dir, flag)
-        results = []
-        for kind, source in sources.items():
-            out_dir = out_dirs[kind]
-            pick = Path(args.pick_policy) if args.pick_policy else None
-            result = export_one(
-                kind, source, out_dir, args.parity_envs, args.parity_steps, args.tol, pick
-            )
+            cli_checks.check_writable_dir(folder, flag)
+        pick = Path(args.pick_policy) if args.pick_policy else None
+        results, recorded = [], None
+        # A run's checkpoints share one recording, made with its newest student (first here).
+        students = [s for s in sources if s.kind == "student"][::-1]
+        for source in [*students, *(s for s in sources if s.kind != "student")]:
+            reuse = recorded if source.kind == "student" else None
+            result = export_one(source, args.parity_envs, args.parity_steps, args.tol, pick, reuse)
+            if source.kind == "student":
+                recorded = result["observations"]
+            del result["observations"]
             print(
                 f"{result['kind']}: {result['onnx']} (ONNX vs JAX max abs diff "
                 f"{result['parity_max_abs_diff']:.2g} on {result['samples']} recorded observations)"

@@ -45,6 +45,8 @@ SUFFIX = ".safetensors"
 POLICY_FILE = "policy" + SUFFIX
 BEST_POLICY_FILE = "best_policy" + SUFFIX
 STUDENT_FILE = "student" + SUFFIX
+# A student run's student at each of its checkpoints: `<run>/students/<env steps>.safetensors`.
+STUDENT_CHECKPOINTS_DIR = "students"
 LEGACY_SUFFIXES = (".pkl", ".pickle")
 CONVERT_COMMAND = "python scripts/convert_policy.py"
 TEACHER_NETWORK_KEYS = (
@@ -324,7 +326,10 @@ def _check_payload(payload: dict[str, Any], fmt: str) -> None:
             raise ValueError("malformed observation_spec")
 
 
-def _read(path: str | os.PathLike, fmt: str, env_name: str | None) -> dict[str, Any]:
+def _read(
+    path: str | os.PathLike, fmt: str | tuple[str, ...], env_name: str | None
+) -> dict[str, Any]:
+    """`fmt`: the format the file must have, or several it may have (`read_any`)."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -345,8 +350,14 @@ def _read(path: str | os.PathLike, fmt: str, env_name: str | None) -> dict[str, 
             f"Policy file {str(path)!r} is corrupt or not a policy file ({SUFFIX}): {e}"
         ) from None
     found = metadata.get("format")
-    if found != fmt:
-        raise PolicyFileError(f"Policy file {str(path)!r} has format {found!r}; expected {fmt!r}.")
+    allowed = (fmt,) if isinstance(fmt, str) else fmt
+    if found not in allowed:
+        what = {FORMAT: "a teacher policy", STUDENT_FORMAT: "a pixel student"}
+        expected = " or ".join(f"{f!r} ({what.get(f, f)})" for f in allowed)
+        raise PolicyFileError(
+            f"Policy file {str(path)!r} has format {found!r} ({what.get(found, 'unknown')}); "
+            f"expected {expected}."
+        )
     try:
         body = json.loads(metadata[_META_KEY])
         if not isinstance(body, dict) or "params" not in body:
@@ -356,7 +367,7 @@ def _read(path: str | os.PathLike, fmt: str, env_name: str | None) -> dict[str, 
         if used != set(tensors):
             raise ValueError(f"tensors {sorted(set(tensors) - used)[:3]} are not in the tree")
         payload = {**tuples(body), "format": found, "params": params}
-        _check_payload(payload, fmt)
+        _check_payload(payload, found)
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise PolicyFileError(f"Policy file {str(path)!r} is corrupt: {e}") from None
     if env_name is not None and payload["env_name"] != env_name:
@@ -374,6 +385,11 @@ def read_policy(path: str | os.PathLike, env_name: str | None = None) -> dict[st
 def read_student(path: str | os.PathLike, env_name: str | None = None) -> dict[str, Any]:
     """Loads and validates a student file; `env_name` (if given) must match the file's."""
     return _read(path, STUDENT_FORMAT, env_name)
+
+
+def read_any(path: str | os.PathLike, env_name: str | None = None) -> dict[str, Any]:
+    """A teacher policy or a student file (its `format` says which)."""
+    return _read(path, (FORMAT, STUDENT_FORMAT), env_name)
 
 
 # ----- networks from a payload -----

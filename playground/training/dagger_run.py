@@ -4,7 +4,8 @@ A run folder `<logdir>/<task>-dagger-<timestamp>/` gets `config.json`, `checkpoi
 (orbax: the student's params, optimiser state, the aggregated DAgger buffer, rng and iteration,
 plus the config; the envs restart from fresh states on resume), `tb/` and `metrics.jsonl` (losses,
 beta, buffer fill, student success, and the teacher's success from the same held-out starts),
-`student.safetensors` (the final student, read by the ONNX exporter), `final.json` and
+`students/<env_steps>.safetensors` (the student at each checkpoint) and `student.safetensors` (the
+final student): safe files the ONNX exporter reads (aloha_nets_to_onnx.py), `final.json` and
 `camera_views.mp4` (what the cameras saw in the first held-out episodes of the final evaluation,
 as the student got it). The command line is distill.py; the loop itself is dagger.py.
 """
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
+from playground.envs.aloha import composite
 from playground.envs.vision import VisionEnv
 from playground.files import policy_file
 from playground.networks import nature_cnn
@@ -32,8 +34,10 @@ from playground.training.run_config import train_config
 from playground.training.run_files import write_json
 
 
-def load_teacher(path: str | Path, env: VisionEnv):
-    """The teacher's deterministic policy, after checking it was trained for `env`'s twin."""
+def load_teacher(path: str | Path, env: VisionEnv, pick_path: str | Path = ""):
+    """The teacher's deterministic policy `fn(obs, rng)` for one observation, after checking it
+    was trained for `env`'s twin; with `pick_path`, the composite Aloha teacher (the pick policy
+    per arm until both objects are up, then `path`'s insertion policy)."""
     payload = policy_file.read_policy(path)
     net = payload["network"]
     state_size = tuple(net["observation_size"].get(net["policy_obs_key"], ()))
@@ -46,7 +50,15 @@ def load_teacher(path: str | Path, env: VisionEnv):
             f"{type(env).__name__} distils a {twin!r} teacher (state size {want}, "
             f"{env.action_size} actions)."
         )
-    return policy_file.make_policy_fn(payload, deterministic=True)
+    if not pick_path:
+        return policy_file.make_policy_fn(payload, deterministic=True)
+    if "pick_state" not in env.observation_size:
+        raise policy_file.PolicyFileError(
+            f"{type(env).__name__} (phase1={env.config.phase1!r}) has no pick phase; a pick "
+            f"teacher ({pick_path}) drives the whole task from the table only (phase1='agent')."
+        )
+    pick, _ = composite.read(pick_path, path)
+    return composite.CompositeTeacher(pick, payload)
 
 
 def make_student(env: VisionEnv, cfg: config_dict.ConfigDict) -> Student:
@@ -91,7 +103,7 @@ def run(
     # Runs written before a field existed take its default (which is what they ran with).
     cfg = dagger.default_config()
     cfg.update(train_config(run_config, "dagger"))
-    teacher = load_teacher(run_config["teacher"], env)
+    teacher = load_teacher(run_config["teacher"], env, run_config.get("pick_teacher", ""))
     student = make_student(env, cfg)
     seed = run_config["seed"]
     k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
@@ -125,7 +137,9 @@ def run(
 
         def policy(obs, rng):
             mine = make_student_policy(params)(obs, rng)[0]
-            return jnp.where(use_teacher, teacher(obs, rng), mine), {}
+            # The teacher acts on one observation (the composite one indexes its arms).
+            keys = jax.random.split(rng, mine.shape[0])
+            return jnp.where(use_teacher, jax.vmap(teacher)(obs, keys), mine), {}
 
         return policy
 
@@ -156,7 +170,14 @@ def run(
     )
     write_json(run_dir / "config.json", run_config)
     logger.write(
-        f"{run_config['env_name']}: DAgger from teacher {run_config['teacher']}; encoder "
+        f"{run_config['env_name']}: DAgger from "
+        + (
+            f"the composite teacher (pick {run_config['pick_teacher']}, then "
+            f"{run_config['teacher']})"
+            if run_config.get("pick_teacher")
+            else f"teacher {run_config['teacher']}"
+        )
+        + "; encoder "
         f"{encoder_from}; {total_iterations} iterations of {steps_per_iteration:,} env steps; "
         f"run folder {run_dir}"
         + (f"; resuming at iteration {start_iteration}" if start_iteration else "")
@@ -184,13 +205,25 @@ def run(
                 final, frames = evaluate(state.params, use_teacher=False)
                 out |= final | teacher_eval
                 ckpt.save(done * steps_per_iteration, _saved(state), run_config)
+                # The same point as a safe student file: the ONNX exporter (playground/deploy)
+                # turns each into `<env steps>.onnx` without reading orbax checkpoints.
+                _save_student(
+                    run_dir
+                    / policy_file.STUDENT_CHECKPOINTS_DIR
+                    / f"{done * steps_per_iteration}{policy_file.SUFFIX}",
+                    run_dir,
+                    run_config,
+                    student,
+                    loop,
+                    state,
+                )
             logger.log(done * steps_per_iteration, out)
         train_seconds = time.perf_counter() - t_start
         if final is None:
             final, frames = evaluate(state.params, use_teacher=False)
 
         student_path = _save_student(
-            run_dir / policy_file.STUDENT_FILE, run_config, student, loop, state
+            run_dir / policy_file.STUDENT_FILE, run_dir, run_config, student, loop, state
         )
         summary: dict[str, Any] = {
             "env_name": run_config["env_name"],
@@ -231,7 +264,12 @@ def run(
 
 
 def _save_student(
-    path: Path, run_config: dict[str, Any], student: Student, loop: dagger.Dagger, state
+    path: Path,
+    run_dir: Path,
+    run_config: dict[str, Any],
+    student: Student,
+    loop: dagger.Dagger,
+    state: dagger.DaggerState,
 ) -> Path:
     return policy_file.save_student(
         path,
@@ -250,7 +288,8 @@ def _save_student(
         observation_spec={k: (tuple(v.shape), v.dtype.name) for k, v in loop.obs_spec.items()},
         extra={
             "iterations": int(state.iteration),
-            "run_dir": str(path.parent),
+            "env_steps": int(state.iteration) * loop.config.num_envs * loop.config.unroll_length,
+            "run_dir": str(run_dir),
             "config": run_config,
         },
     )

@@ -5,7 +5,11 @@
 
 The teacher is a state-based policy file written by learning/train_jax_ppo.py for the vision
 task's state-based twin (`TEACHER_ENV` of the task class: FrankaReach for FrankaReachStereo);
-without `--teacher`, the newest `<logdir>/<twin>-*/policy.safetensors` is used. This module parses
+without `--teacher`, the one shipped in params/ (`run_config.SHIPPED_TEACHERS`), else the newest
+`<logdir>/<twin>-*/policy.safetensors`. The default task, AlohaS2RPegInsertionDistill, is the
+whole bimanual task from the table: its teacher is the composite one (envs/aloha/composite.py),
+`--pick_teacher` (AlohaS2RPick) per arm until both objects are up, then `--teacher`
+(AlohaS2RPegInsertion). This module parses
 the flags, builds the run config of a new run or checks a resume against the stored one
 (run_config.py), gathers the flags that say how to run into `RunOptions` (options.py), builds the
 env once and hands them to the run (dagger_run.py, which describes the run folder).
@@ -132,7 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         "teacher",
         default=None,
         help="the teacher's policy.safetensors from learning/train_jax_ppo.py (default: the "
-        "newest <logdir>/<state task>-*/policy.safetensors)",
+        "shipped one in params/, else the newest <logdir>/<state task>-*/policy.safetensors)",
+    )
+    _flag(
+        run,
+        "pick_teacher",
+        default=None,
+        help="the whole Aloha task: the AlohaS2RPick policy that drives each arm until both "
+        "objects are up, --teacher then inserts (default: the shipped one in params/)",
     )
     _flag(
         run,

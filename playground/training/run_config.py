@@ -300,10 +300,27 @@ def extend_run(saved: dict[str, Any], num_timesteps: int) -> dict[str, Any]:
 # ----- students -----
 
 ROOT = Path(__file__).resolve().parents[2]
-STUDENT_DEFAULT_ENV = "FrankaReachStereo"
+# Playground's `train_dagger.py --domain-randomization` distils the Aloha student: so does ours.
+STUDENT_DEFAULT_ENV = "AlohaS2RPegInsertionDistill"
 DEFAULT_ENCODER = ROOT / "params" / "nature_cnn_cifar10"
+# The teachers shipped in params/ (their cards are beside them): a student run without --teacher
+# distils these, and only looks for the newest run in --logdir for a task with none shipped.
+SHIPPED_TEACHERS = {
+    "AlohaS2RPick": ROOT / "params" / "aloha_s2r_pick_native" / policy_file.POLICY_FILE,
+    "AlohaS2RPegInsertion": ROOT
+    / "params"
+    / "aloha_s2r_peg_insertion_native"
+    / policy_file.POLICY_FILE,
+}
 # Flags that describe the run itself; a resumed run must not change them.
-STUDENT_IDENTITY_FLAGS = ("env_name", "teacher", "encoder", "seed", "domain_randomization")
+STUDENT_IDENTITY_FLAGS = (
+    "env_name",
+    "teacher",
+    "pick_teacher",
+    "encoder",
+    "seed",
+    "domain_randomization",
+)
 STUDENT_RUN_DEFAULTS = {"iterations": 40, "eval_every": 10, "num_eval_envs": 64, "seed": 0}
 
 
@@ -325,6 +342,21 @@ def find_teacher(logdir: str | Path, teacher_env: str) -> Path:
             f"`python learning/train_jax_ppo.py --env_name {teacher_env}` or pass --teacher PATH."
         )
     return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def default_teacher(logdir: str | Path, teacher_env: str) -> Path:
+    """The shipped teacher of `teacher_env` (`SHIPPED_TEACHERS`), else the newest run's."""
+    shipped = SHIPPED_TEACHERS.get(teacher_env)
+    if shipped is not None and shipped.is_file():
+        return shipped
+    return find_teacher(logdir, teacher_env)
+
+
+def needs_pick_teacher(env_name: str, env_cfg: config_dict.ConfigDict) -> bool:
+    """Whether the student's teacher is the composite one: a task whose agent also picks
+    (`phase1="agent"`, the whole task from the table)."""
+    cls = registry.get_env_class(env_name)
+    return hasattr(cls, "PICK_TEACHER_ENV") and env_cfg.get("phase1") == "agent"
 
 
 def make_student_config(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -351,16 +383,41 @@ def make_student_config(args: argparse.Namespace, command: str) -> dict[str, Any
     for key in ("iterations", "eval_every", "num_eval_envs"):
         if run[key] < 1:
             raise UsageError(f"--{key} must be at least 1, got {run[key]}.")
-    teacher = args.teacher or find_teacher(
-        args.logdir, registry.get_env_class(env_name).TEACHER_ENV
-    )
+    env_cfg = env_config(env_name, tuples(overrides) or None)
+    cls = registry.get_env_class(env_name)
+    composite = needs_pick_teacher(env_name, env_cfg)
+    if args.pick_teacher and not composite:
+        raise UsageError(
+            f"--pick_teacher: {env_name} with phase1={env_cfg.get('phase1', '-')!r} has one "
+            "teacher (--teacher); a pick teacher drives the whole Aloha task from the table "
+            '(phase1="agent").'
+        )
+    teacher = args.teacher or default_teacher(args.logdir, cls.TEACHER_ENV)
+    pick_teacher = ""
+    if composite:
+        pick = args.pick_teacher or default_teacher(args.logdir, cls.PICK_TEACHER_ENV)
+        pick_teacher = str(Path(pick).expanduser().resolve())
+    # The files' headers now, so that a wrong file is a one-line error before any env is built
+    # (dagger_run.load_teacher checks the shapes against the built env).
+    for path, flag, want in (
+        (teacher, "--teacher", cls.TEACHER_ENV),
+        (pick_teacher, "--pick_teacher", getattr(cls, "PICK_TEACHER_ENV", "")),
+    ):
+        if path:
+            found = policy_file.read_policy(path)["env_name"]
+            if found != want:
+                raise policy_file.PolicyFileError(
+                    f"{flag}: teacher policy file {str(path)!r} was trained on {found!r}; "
+                    f"{env_name} distils a {want!r} teacher there."
+                )
     return {
         "env_name": env_name,
         "teacher": str(Path(teacher).expanduser().resolve()),
+        "pick_teacher": pick_teacher,
         "encoder": str(args.encoder or DEFAULT_ENCODER),
         "domain_randomization": bool(args.domain_randomization),
         **run,
-        "env": env_config(env_name, tuples(overrides) or None).to_dict(),
+        "env": env_cfg.to_dict(),
         "dagger": cfg.to_dict(),
         "command": command,
     }
