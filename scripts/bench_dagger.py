@@ -35,10 +35,8 @@ import jax.numpy as jnp
 
 import playground  # noqa: F401  (XLA flags, compilation cache, headless rendering)
 from playground import cli_checks, registry
-from playground.networks.ppo import make_ppo_networks
 from playground.networks.student import Student
-from playground.training import dagger, dagger_run, distill, ppo_params
-from playground.training.ppo import bind_randomizer
+from playground.training import dagger, dagger_run, distill, ppo, ppo_params
 from playground.training.run_config import DEFAULT_ENCODER, SHIPPED_TEACHERS
 from playground.training.run_files import parse_overrides, tuples
 
@@ -54,15 +52,10 @@ def random_teacher(env) -> Callable[[dict, jax.Array], jax.Array]:
     net = ppo_params.ppo_config(twin).network
     obs = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs
     sizes = {k: obs[k].shape for k in ("state", "privileged_state") if k in obs}
-    networks = make_ppo_networks(
-        observation_size=sizes,
-        action_size=env.action_size,
-        policy_hidden_layer_sizes=net.policy_hidden_layer_sizes,
-        value_hidden_layer_sizes=net.value_hidden_layer_sizes,
-        activation=net.activation,
-        policy_obs_key=net.policy_obs_key,
-        value_obs_key=net.value_obs_key if net.value_obs_key in sizes else "state",
-    )
+    if net.value_obs_key not in sizes:
+        net = net.copy_and_resolve_references()
+        net.value_obs_key = "state"
+    networks = ppo.make_networks(sizes, env.action_size, net)
     spec = {k: jax.ShapeDtypeStruct(v, jnp.float32) for k, v in sizes.items()}
     params = (
         running_statistics.init_state(spec),
@@ -151,13 +144,8 @@ def bench(name: str, env, teacher, cfg, randomizer, args) -> dict[str, Any]:
     student = dagger_run.make_student(env, cfg)
     k_init, k_run = jax.random.split(jax.random.PRNGKey(args.seed))
     params, _ = dagger_run.init_student_params(student, env, k_init, str(DEFAULT_ENCODER))
-    loop = dagger.Dagger(
-        env,
-        teacher,
-        student,
-        cfg,
-        type(env).POSE_BODY,
-        bind_randomizer(randomizer, jax.random.PRNGKey(args.seed), cfg.num_envs),
+    loop = dagger_run.make_loop(
+        env, teacher, student, cfg, randomizer, jax.random.PRNGKey(args.seed)
     )
     state = loop.init(k_run, params)
     times, state = whole(loop, state, args.iterations)

@@ -92,6 +92,15 @@ def init_student_params(
     return params, where
 
 
+def make_loop(
+    env: VisionEnv, teacher, student: Student, cfg: config_dict.ConfigDict, randomizer, key
+) -> dagger.Dagger:
+    """The DAgger loop of a run, its envs' physics randomised from `key` (none without a
+    randomiser)."""
+    randomization = bind_randomizer(randomizer, key, cfg.num_envs)
+    return dagger.Dagger(env, teacher, student, cfg, type(env).POSE_BODY, randomization)
+
+
 def _saved(state: dagger.DaggerState) -> dict[str, Any]:
     return {k: getattr(state, k) for k in dagger.CHECKPOINT_FIELDS}
 
@@ -109,14 +118,7 @@ def run(
     k_init, k_run = jax.random.split(jax.random.PRNGKey(seed))
     params, encoder_from = init_student_params(student, env, k_init, run_config["encoder"])
     k_dr_train, k_dr_eval = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), 0xD5))
-    loop = dagger.Dagger(
-        env,
-        teacher,
-        student,
-        cfg,
-        type(env).POSE_BODY,
-        bind_randomizer(randomizer, k_dr_train, cfg.num_envs),
-    )
+    loop = make_loop(env, teacher, student, cfg, randomizer, k_dr_train)
     state = loop.init(k_run, params)
     if options.load_checkpoint_path:
         restored, _, _ = checkpoint.restore(options.load_checkpoint_path, _saved(state))
